@@ -78,16 +78,30 @@ inventory::collect!(Registration);
 pub trait TestReturn {
     /// `Ok(())` for success, `Err(message)` for a failure returned (not panicked).
     fn into_result(self) -> Result<(), String>;
+    /// The failure message, without consuming the value.
+    fn failure(&self) -> Option<String>;
+    /// The value of a successful test.
+    fn success() -> Self;
 }
 
 impl TestReturn for () {
     fn into_result(self) -> Result<(), String> {
         Ok(())
     }
+    fn failure(&self) -> Option<String> {
+        None
+    }
+    fn success() -> Self {}
 }
 
 impl<E: std::fmt::Debug> TestReturn for Result<(), E> {
     fn into_result(self) -> Result<(), String> {
         self.map_err(|e| format!("Error: {e:?}"))
+    }
+    fn failure(&self) -> Option<String> {
+        self.as_ref().err().map(|e| format!("Error: {e:?}"))
+    }
+    fn success() -> Self {
+        Ok(())
     }
 }

@@ -21,7 +21,9 @@ pub const GROUP_NAME_FORM: &str = "[a-z0-9][a-z0-9_-]{0,63}";
 pub fn check_group_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let Some(first) = chars.next() else {
-        return Err(format!("a group name cannot be empty; it must match {GROUP_NAME_FORM}"));
+        return Err(format!(
+            "a group name cannot be empty; it must match {GROUP_NAME_FORM}"
+        ));
     };
     if name.len() > GROUP_NAME_MAX_LEN {
         return Err(format!(
@@ -74,7 +76,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        _ => return Err(format!("`{text}` has an unknown unit `{unit}`; expected {SIZE_FORM}")),
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit `{unit}`; expected {SIZE_FORM}"
+            ));
+        }
     };
     if let Ok(whole) = number.parse::<u64>() {
         return whole
@@ -117,7 +123,9 @@ pub const DURATION_FORM: &str =
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(format!("an empty string is not a duration; expected {DURATION_FORM}"));
+        return Err(format!(
+            "an empty string is not a duration; expected {DURATION_FORM}"
+        ));
     }
     if let Ok(seconds) = trimmed.parse::<f64>() {
         return seconds_to_duration(seconds, text);
@@ -158,7 +166,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn seconds_to_duration(seconds: f64, text: &str) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds < 0.0 || seconds > 1e12 {
-        return Err(format!("`{text}` is not a usable duration; expected {DURATION_FORM}"));
+        return Err(format!(
+            "`{text}` is not a usable duration; expected {DURATION_FORM}"
+        ));
     }
     Ok(Duration::from_secs_f64(seconds))
 }

@@ -1,0 +1,135 @@
+//! `[profile.NAME]`: the caps of one kind of run, and the built-in `t1` and `t2`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, parse_spanned, positive};
+use crate::units;
+
+/// One profile. Every field is optional: what a profile leaves out comes from the
+/// built-ins, the command line or the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// `test-threads`: the run's width.
+    pub test_threads: Option<u32>,
+    /// `rayon-threads`: the global rayon pool's size in each test process.
+    pub rayon_threads: Option<u32>,
+    /// `blas-threads`: `OMP_NUM_THREADS` and the other BLAS/OpenMP variables.
+    pub blas_threads: Option<u32>,
+    /// `async-threads`: worker threads of the capped tokio runtime.
+    pub async_threads: Option<u32>,
+    /// `deterministic`: width 1, one thread everywhere, fixed seed, stable order.
+    pub deterministic: Option<bool>,
+    /// `seed`: the run seed.
+    pub seed: Option<u64>,
+    /// `shuffle`: shuffle the test order with the run seed.
+    pub shuffle: Option<bool>,
+    /// `timeout`: per test binary.
+    pub timeout: Option<Duration>,
+    /// `test-timeout`: default per test (`CAPPED_TEST_TIMEOUT`).
+    pub test_timeout: Option<Duration>,
+    /// `mem-limit`: per test process tree, in bytes.
+    pub mem_limit: Option<u64>,
+    /// `mem-budget`: bytes that `mem = ".."` reservations share host-wide.
+    pub mem_budget: Option<u64>,
+    /// `[profile.NAME.env]`: extra environment for the tests.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Profile {
+    /// Overrides this profile's fields with those `other` sets; `env` entries are merged.
+    pub fn merge(&mut self, other: Profile) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if other.$field.is_some() { self.$field = other.$field; } )* };
+        }
+        take!(
+            test_threads,
+            rayon_threads,
+            blas_threads,
+            async_threads,
+            deterministic,
+            seed,
+            shuffle,
+            timeout,
+            test_timeout,
+            mem_limit,
+            mem_budget
+        );
+        self.env.extend(other.env);
+    }
+}
+
+/// `t2`: light tests two-wide, rayon 2, BLAS 1. `t1`: one thread everywhere.
+pub(super) fn builtin_profiles() -> BTreeMap<String, Profile> {
+    let t2 = Profile {
+        test_threads: Some(2),
+        rayon_threads: Some(2),
+        blas_threads: Some(1),
+        ..Profile::default()
+    };
+    let t1 = Profile {
+        test_threads: Some(1),
+        rayon_threads: Some(1),
+        blas_threads: Some(1),
+        async_threads: Some(1),
+        ..Profile::default()
+    };
+    BTreeMap::from([("t1".to_string(), t1), ("t2".to_string(), t2)])
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct ProfileDoc {
+    test_threads: Option<Spanned<u32>>,
+    rayon_threads: Option<Spanned<u32>>,
+    blas_threads: Option<Spanned<u32>>,
+    async_threads: Option<Spanned<u32>>,
+    deterministic: Option<bool>,
+    seed: Option<u64>,
+    shuffle: Option<bool>,
+    timeout: Option<Spanned<String>>,
+    test_timeout: Option<Spanned<String>>,
+    mem_limit: Option<Spanned<String>>,
+    mem_budget: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+impl ProfileDoc {
+    pub(super) fn into_profile(
+        self,
+        path: Option<&Path>,
+        text: &str,
+    ) -> Result<Profile, ConfigError> {
+        Ok(Profile {
+            test_threads: positive(path, text, self.test_threads, "test-threads")?,
+            rayon_threads: positive(path, text, self.rayon_threads, "rayon-threads")?,
+            blas_threads: positive(path, text, self.blas_threads, "blas-threads")?,
+            async_threads: positive(path, text, self.async_threads, "async-threads")?,
+            deterministic: self.deterministic,
+            seed: self.seed,
+            shuffle: self.shuffle,
+            timeout: parse_spanned(path, text, self.timeout, "timeout", units::parse_duration)?,
+            test_timeout: parse_spanned(
+                path,
+                text,
+                self.test_timeout,
+                "test-timeout",
+                units::parse_duration,
+            )?,
+            mem_limit: parse_spanned(path, text, self.mem_limit, "mem-limit", units::parse_size)?,
+            mem_budget: parse_spanned(
+                path,
+                text,
+                self.mem_budget,
+                "mem-budget",
+                units::parse_size,
+            )?,
+            env: self.env,
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! The crate's error type: what went wrong, where, and how to fix it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::units::format_duration;
+
+/// Everything that can go wrong in capped-test.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `CAPPED_*` (or related) environment variable has a malformed value.
+    Env {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What is accepted.
+        expected: String,
+    },
+    /// The config file is malformed.
+    Config(ConfigError),
+    /// A lock dir is unusable (a symlink, another user's, not creatable).
+    LockDir {
+        /// The dir.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A group name is not `[a-z0-9][a-z0-9_-]{0,63}`.
+    GroupName(String),
+    /// A lock or reservation file could not be used.
+    Io(std::io::Error),
+    /// A request can never be satisfied (more memory than the whole budget, say).
+    Impossible(String),
+    /// A wait passed its deadline.
+    Timeout {
+        /// What was asked for (`width×1, gpu`).
+        request: String,
+        /// How long it waited.
+        waited: Duration,
+        /// Who held the busy resources, as `group slot N: pid exe`.
+        holders: Vec<String>,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Env {
+                var,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "environment variable {var}={value:?} is malformed: expected {expected}"
+                )
+            }
+            Error::Config(e) => write!(f, "{e}"),
+            Error::LockDir { path, message } => {
+                write!(f, "lock dir {} is unusable: {message}", path.display())
+            }
+            Error::GroupName(message) => f.write_str(message),
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Impossible(message) => f.write_str(message),
+            Error::Timeout {
+                request,
+                waited,
+                holders,
+            } => {
+                write!(
+                    f,
+                    "gave up waiting for {request} after {}",
+                    format_duration(*waited)
+                )?;
+                if holders.is_empty() {
+                    Ok(())
+                } else {
+                    write!(f, "; held by {}", holders.join(", "))
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}

@@ -1,0 +1,328 @@
+//! The protocol between `cargo capped` and the test processes: environment variables and
+//! the events file. Both sides use these definitions, so they cannot drift apart.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::resource::Scope;
+use crate::units;
+
+/// Names of the environment variables given to every test process (DESIGN.md, "The contract").
+pub mod env {
+    /// `1` when the process runs under `cargo capped`.
+    pub const CAPPED: &str = "CAPPED";
+    /// The profile's name (`t2`, `t1`, …).
+    pub const PROFILE: &str = "CAPPED_PROFILE";
+    /// An id unique to one `cargo capped` invocation.
+    pub const RUN_ID: &str = "CAPPED_RUN_ID";
+    /// The run's width.
+    pub const TEST_THREADS: &str = "CAPPED_TEST_THREADS";
+    /// The global rayon pool's size.
+    pub const RAYON_THREADS: &str = "CAPPED_RAYON_THREADS";
+    /// BLAS/OpenMP threads.
+    pub const BLAS_THREADS: &str = "CAPPED_BLAS_THREADS";
+    /// Worker threads of the capped tokio runtime.
+    pub const ASYNC_THREADS: &str = "CAPPED_ASYNC_THREADS";
+    /// `0` or `1`.
+    pub const DETERMINISTIC: &str = "CAPPED_DETERMINISTIC";
+    /// The run seed (a `u64`).
+    pub const SEED: &str = "CAPPED_SEED";
+    /// Groups as `name=max@scope,…`, e.g. `gpu=1@host,crossval=2@host`.
+    pub const GROUPS: &str = "CAPPED_GROUPS";
+    /// The host lock dir.
+    pub const LOCK_DIR: &str = "CAPPED_LOCK_DIR";
+    /// The run's own dir (run-scope lock files, events).
+    pub const RUN_DIR: &str = "CAPPED_RUN_DIR";
+    /// Default per-test timeout (`30s`).
+    pub const TEST_TIMEOUT: &str = "CAPPED_TEST_TIMEOUT";
+    /// Bytes shared by `mem = ".."` reservations (`8GiB`).
+    pub const MEM_BUDGET: &str = "CAPPED_MEM_BUDGET";
+    /// `1`: shuffle the test order with the run seed.
+    pub const SHUFFLE: &str = "CAPPED_SHUFFLE";
+    /// A file to append one JSON line per test start and end to.
+    pub const EVENTS: &str = "CAPPED_EVENTS";
+    /// The number of width slots the runner already holds for this whole process; tests
+    /// in it then take no width slots themselves (their concurrency is `--test-threads`).
+    pub const WIDTH_HELD: &str = "CAPPED_WIDTH_HELD";
+    /// `1`: `--list` prints each test's resources as JSON lines (harness mode only).
+    pub const LIST_RESOURCES: &str = "CAPPED_LIST_RESOURCES";
+    /// Prefix of the per-group slot variables: `CAPPED_SLOT_GPU=0`.
+    pub const SLOT_PREFIX: &str = "CAPPED_SLOT_";
+
+    /// The variables that set BLAS/OpenMP thread counts.
+    pub const BLAS_VARS: [&str; 4] = [
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    ];
+
+    /// `CAPPED_SLOT_<GROUP>` for a group name (upper case, `-` as `_`).
+    pub fn slot_var(group: &str) -> String {
+        format!(
+            "{SLOT_PREFIX}{}",
+            group.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+}
+
+/// One group's entry in `CAPPED_GROUPS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupLimit {
+    /// Capacity.
+    pub max: u32,
+    /// Who shares it.
+    pub scope: Scope,
+}
+
+/// Formats groups as `CAPPED_GROUPS` does: `gpu=1@host,crossval=2@host`.
+pub fn format_groups<'a>(groups: impl IntoIterator<Item = (&'a str, GroupLimit)>) -> String {
+    let mut out = String::new();
+    for (name, limit) in groups {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "{name}={}@{}", limit.max, limit.scope);
+    }
+    out
+}
+
+/// The accepted form of `CAPPED_GROUPS`, for error messages.
+pub const GROUPS_FORM: &str =
+    "comma-separated `name=max` or `name=max@scope`, e.g. `gpu=1@host,crossval=2`";
+
+/// Parses `CAPPED_GROUPS`. The scope defaults to `host`.
+pub fn parse_groups(text: &str) -> Result<BTreeMap<String, GroupLimit>, String> {
+    let mut groups = BTreeMap::new();
+    for entry in text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let (name, rest) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("`{entry}` has no `=`; expected {GROUPS_FORM}"))?;
+        units::check_group_name(name)?;
+        let (max, scope) = match rest.split_once('@') {
+            Some((max, scope)) => (max, scope.parse::<Scope>()?),
+            None => (rest, Scope::Host),
+        };
+        let max: u32 = max.parse().ok().filter(|max| *max > 0).ok_or_else(|| {
+            format!("`{entry}`: `{max}` is not a count of at least 1; expected {GROUPS_FORM}")
+        })?;
+        if groups
+            .insert(name.to_string(), GroupLimit { max, scope })
+            .is_some()
+        {
+            return Err(format!("group `{name}` is given twice"));
+        }
+    }
+    Ok(groups)
+}
+
+/// How a test ended, as reported in events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// It passed.
+    Passed,
+    /// It failed (panicked, returned `Err`, or did not panic under `#[should_panic]`).
+    Failed,
+    /// It was ignored.
+    Ignored,
+    /// It ran past its timeout.
+    TimedOut,
+}
+
+/// One line of the events file (`CAPPED_EVENTS`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A test took its resources and started.
+    Start {
+        /// The libtest name (`tests::gpu_a`).
+        test: String,
+        /// The process id.
+        pid: u32,
+        /// Unix time in microseconds.
+        at_us: u64,
+        /// Slots held: resource name → slot ids (`width` → `[0]`, `gpu` → `[0]`).
+        slots: BTreeMap<String, Vec<u32>>,
+        /// Time waited for each resource group, in microseconds (the whole request's wait
+        /// is attributed to every resource in it).
+        waits_us: BTreeMap<String, u64>,
+    },
+    /// A test ended.
+    End {
+        /// The libtest name.
+        test: String,
+        /// The process id.
+        pid: u32,
+        /// Unix time in microseconds.
+        at_us: u64,
+        /// How it ended.
+        outcome: Outcome,
+        /// How long the body ran, in microseconds.
+        duration_us: u64,
+        /// The failure message, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+}
+
+impl Event {
+    /// Appends this event as one line to `path` (one `write` call, so lines from several
+    /// processes never interleave).
+    pub fn append_to(&self, path: &Path) -> std::io::Result<()> {
+        let mut line = serde_json::to_string(self).map_err(std::io::Error::other)?;
+        line.push('\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?
+            .write_all(line.as_bytes())
+    }
+
+    /// Reads every well-formed event of an events file (a torn last line is skipped).
+    pub fn read_all(path: &Path) -> std::io::Result<Vec<Event>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect())
+    }
+
+    /// The test this event is about.
+    pub fn test(&self) -> &str {
+        match self {
+            Event::Start { test, .. } | Event::End { test, .. } => test,
+        }
+    }
+}
+
+/// Unix time now, in microseconds.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// One line of `--list` output under `CAPPED_LIST_RESOURCES=1` (harness mode): a test and
+/// the resources it declares, so the runner can schedule whole binaries knowingly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedTest {
+    /// The libtest name.
+    pub name: String,
+    /// Groups it takes.
+    pub groups: Vec<String>,
+    /// Width slots it takes.
+    pub threads: u32,
+    /// Bytes it reserves.
+    pub mem: Option<u64>,
+    /// Its timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Whether it is `#[ignore]`d.
+    pub ignored: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_round_trip() {
+        let groups = parse_groups("gpu=1@host,crossval=2@run, net=3").unwrap();
+        assert_eq!(
+            groups["gpu"],
+            GroupLimit {
+                max: 1,
+                scope: Scope::Host
+            }
+        );
+        assert_eq!(
+            groups["crossval"],
+            GroupLimit {
+                max: 2,
+                scope: Scope::Run
+            }
+        );
+        assert_eq!(
+            groups["net"],
+            GroupLimit {
+                max: 3,
+                scope: Scope::Host
+            }
+        );
+        let text = format_groups(groups.iter().map(|(k, v)| (k.as_str(), *v)));
+        assert_eq!(text, "crossval=2@run,gpu=1@host,net=3@host");
+        assert_eq!(parse_groups(&text).unwrap(), groups);
+        assert!(parse_groups("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_groups_say_what_is_accepted() {
+        for bad in [
+            "gpu=x",
+            "gpu",
+            "gpu=0",
+            "GPU=1",
+            "gpu=1@planet",
+            "gpu=1,gpu=2",
+            "a/b=1",
+        ] {
+            let message = parse_groups(bad).unwrap_err();
+            assert!(!message.is_empty(), "{bad}");
+        }
+        assert!(parse_groups("gpu=x").unwrap_err().contains("name=max"));
+        assert!(parse_groups("gpu=1@planet").unwrap_err().contains("host"));
+    }
+
+    #[test]
+    fn slot_var_names() {
+        assert_eq!(env::slot_var("gpu"), "CAPPED_SLOT_GPU");
+        assert_eq!(env::slot_var("cross-val"), "CAPPED_SLOT_CROSS_VAL");
+    }
+
+    #[test]
+    fn events_round_trip_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let start = Event::Start {
+            test: "a::b".into(),
+            pid: 7,
+            at_us: 1,
+            slots: BTreeMap::from([("gpu".to_string(), vec![0])]),
+            waits_us: BTreeMap::new(),
+        };
+        let end = Event::End {
+            test: "a::b".into(),
+            pid: 7,
+            at_us: 2,
+            outcome: Outcome::TimedOut,
+            duration_us: 1,
+            message: None,
+        };
+        start.append_to(&path).unwrap();
+        end.append_to(&path).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"event\":")
+            .unwrap();
+        assert_eq!(Event::read_all(&path).unwrap(), vec![start, end]);
+        assert!(
+            Event::read_all(&dir.path().join("none"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
