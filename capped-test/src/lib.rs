@@ -47,6 +47,9 @@
 //! `#[capped]` tests under this crate's own scheduler, which starts a test only when all its
 //! resources are free, so no worker is parked on a busy group (see [`main!`]).
 
+// Lets `#[capped]` (which expands to `::capped_test::…` paths) be used inside this crate.
+extern crate self as capped_test;
+
 mod caps;
 pub mod config;
 mod context;

@@ -75,6 +75,10 @@ pub struct Registration {
 inventory::collect!(Registration);
 
 /// Return types a `#[capped]` test may have: `()` and `Result<(), E: Debug>`, as libtest.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a valid #[capped] test return type",
+    label = "return `()` or `Result<(), E>` with `E: Debug`"
+)]
 pub trait TestReturn {
     /// `Ok(())` for success, `Err(message)` for a failure returned (not panicked).
     fn into_result(self) -> Result<(), String>;

@@ -165,7 +165,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn seconds_to_duration(seconds: f64, text: &str) -> Result<Duration, String> {
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e12 {
+    if !(0.0..=1e12).contains(&seconds) {
         return Err(format!(
             "`{text}` is not a usable duration; expected {DURATION_FORM}"
         ));
