@@ -1,0 +1,490 @@
+//! Auto-degrade: lower a run's width to 1 while the host is busy, with hysteresis.
+//!
+//! Before the run and between test binaries the runner takes a [`Report`] (or cheaper
+//! [`Signals`]) and asks its [`Degrader`]. A run of width > 1 degrades to width 1 when any of
+//!
+//! * 1-minute load per effective CPU above `degrade-load-per-cpu`,
+//! * available memory below `degrade-mem-available`,
+//! * `psi.cpu.some.avg10` above `degrade-psi-cpu`
+//!
+//! holds, and gets its width back only when every one of them is on the good side of its
+//! *restore level* (`degrade-restore` × the level for load and PSI, the level ÷
+//! `degrade-restore` for memory). Between the two levels the width stays where it is, so a
+//! reading hovering around a threshold does not make the run flap.
+//!
+//! `--no-degrade` is the caller not asking, or asking a [`Degrader::disabled`] one.
+
+use capped_test::units::format_size;
+
+use super::{Report, Thresholds, Value, keys};
+
+/// The readings a degrade decision looks at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signals {
+    /// 1-minute load average.
+    pub load_1m: Option<f64>,
+    /// Effective CPUs (at least 1).
+    pub cpus: u64,
+    /// Available memory in bytes.
+    pub mem_available: Option<u64>,
+    /// `psi.cpu.some.avg10`, percent.
+    pub psi_cpu: Option<f64>,
+    /// Load this run itself puts on the host (e.g. the tests it is running), subtracted from
+    /// `load_1m` so a run does not degrade because of itself. 0 by default.
+    pub own_load: f64,
+}
+
+impl Signals {
+    /// The signals in a report (absent readings stay `None`).
+    pub fn from_report(report: &Report) -> Self {
+        let value = |key| report.get(key).map_or(Value::Absent, |r| r.value);
+        Signals {
+            load_1m: value(keys::LOAD_1M).as_f64(),
+            cpus: value(keys::CPU_COUNT).as_u64().unwrap_or(1).max(1),
+            mem_available: value(keys::MEM_AVAILABLE).as_u64(),
+            psi_cpu: value(keys::PSI_CPU).as_f64(),
+            own_load: 0.0,
+        }
+    }
+
+    /// These signals with `own_load` set (see the field).
+    pub fn with_own_load(mut self, own_load: f64) -> Self {
+        self.own_load = if own_load.is_finite() {
+            own_load.max(0.0)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// Load per CPU after subtracting our own load.
+    pub fn load_per_cpu(&self) -> Option<f64> {
+        self.load_1m
+            .map(|load| (load - self.own_load).max(0.0) / self.cpus.max(1) as f64)
+    }
+}
+
+/// What width to run at next, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The width to use: the requested one, or 1 while degraded.
+    pub width: usize,
+    /// Whether the run is degraded.
+    pub degraded: bool,
+    /// Whether this decision differs from the previous one (print `reason` then).
+    pub changed: bool,
+    /// One line naming the readings and thresholds behind a degraded or restored width;
+    /// `None` when running at the requested width with nothing to report.
+    pub reason: Option<String>,
+}
+
+/// Decides the width from successive readings, remembering whether it is degraded.
+#[derive(Debug, Clone)]
+pub struct Degrader {
+    thresholds: Thresholds,
+    requested: usize,
+    label: String,
+    degraded: bool,
+    disabled: bool,
+}
+
+impl Degrader {
+    /// A degrader for a run that asked for `requested_width`, judged by `thresholds`.
+    pub fn new(thresholds: &Thresholds, requested_width: usize) -> Self {
+        Degrader {
+            thresholds: thresholds.clone(),
+            requested: requested_width.max(1),
+            label: format!("width {}", requested_width.max(1)),
+            degraded: false,
+            disabled: false,
+        }
+    }
+
+    /// A degrader that always keeps `requested_width` (`--no-degrade`).
+    pub fn disabled(requested_width: usize) -> Self {
+        Degrader {
+            disabled: true,
+            ..Degrader::new(&Thresholds::default(), requested_width)
+        }
+    }
+
+    /// Names the run in reasons (e.g. the profile, `t2`); the default is `width N`.
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// The width the run asked for.
+    pub fn requested_width(&self) -> usize {
+        self.requested
+    }
+
+    /// Whether the last decision degraded the run.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded
+    }
+
+    /// The width of the last decision.
+    pub fn width(&self) -> usize {
+        if self.degraded { 1 } else { self.requested }
+    }
+
+    /// Decides from a preflight report.
+    pub fn decide(&mut self, report: &Report) -> Decision {
+        self.decide_signals(&Signals::from_report(report))
+    }
+
+    /// Decides from signals.
+    pub fn decide_signals(&mut self, signals: &Signals) -> Decision {
+        if self.disabled || self.requested <= 1 {
+            return Decision {
+                width: self.requested,
+                degraded: false,
+                changed: false,
+                reason: None,
+            };
+        }
+        let t = &self.thresholds;
+        let restore = t.degrade_restore;
+        let per_cpu = signals.load_per_cpu();
+        let load_text = |per_cpu: f64| {
+            let load = signals.load_1m.unwrap_or(0.0);
+            if signals.own_load > 0.0 {
+                format!(
+                    "load.1m {load:.2} less our {:.2} = {per_cpu:.2} per CPU",
+                    signals.own_load
+                )
+            } else {
+                format!("load.1m {load:.2} = {per_cpu:.2} per CPU")
+            }
+        };
+        if !self.degraded {
+            let mut busy = Vec::new();
+            if let Some(per_cpu) = per_cpu
+                && per_cpu > t.degrade_load_per_cpu
+            {
+                busy.push(format!(
+                    "{} > {:.2} ([preflight] degrade-load-per-cpu)",
+                    load_text(per_cpu),
+                    t.degrade_load_per_cpu
+                ));
+            }
+            if let Some(available) = signals.mem_available
+                && available < t.degrade_mem_available
+            {
+                busy.push(format!(
+                    "mem.available {} < {} ([preflight] degrade-mem-available)",
+                    format_size(available),
+                    format_size(t.degrade_mem_available)
+                ));
+            }
+            if let Some(psi) = signals.psi_cpu
+                && psi > t.degrade_psi_cpu
+            {
+                busy.push(format!(
+                    "psi.cpu.some.avg10 {psi:.1}% > {}% ([preflight] degrade-psi-cpu)",
+                    t.degrade_psi_cpu
+                ));
+            }
+            if busy.is_empty() {
+                return Decision {
+                    width: self.requested,
+                    degraded: false,
+                    changed: false,
+                    reason: None,
+                };
+            }
+            self.degraded = true;
+            return Decision {
+                width: 1,
+                degraded: true,
+                changed: true,
+                reason: Some(format!(
+                    "degraded {} → width 1: {}",
+                    self.label,
+                    busy.join("; ")
+                )),
+            };
+        }
+        let load_level = t.degrade_load_per_cpu * restore;
+        let mem_level = (t.degrade_mem_available as f64 / restore).min(u64::MAX as f64) as u64;
+        let psi_level = t.degrade_psi_cpu * restore;
+        let mut blocking = Vec::new();
+        let mut calm = Vec::new();
+        if let Some(per_cpu) = per_cpu {
+            if per_cpu > load_level {
+                blocking.push(format!(
+                    "{} > {load_level:.2} (restore level: {restore} × [preflight] degrade-load-per-cpu {:.2})",
+                    load_text(per_cpu),
+                    t.degrade_load_per_cpu
+                ));
+            } else {
+                calm.push(format!("{} ≤ {load_level:.2}", load_text(per_cpu)));
+            }
+        }
+        if let Some(available) = signals.mem_available {
+            if available < mem_level {
+                blocking.push(format!(
+                    "mem.available {} < {} (restore level: [preflight] degrade-mem-available {} / {restore})",
+                    format_size(available),
+                    format_size(mem_level),
+                    format_size(t.degrade_mem_available)
+                ));
+            } else {
+                calm.push(format!(
+                    "mem.available {} ≥ {}",
+                    format_size(available),
+                    format_size(mem_level)
+                ));
+            }
+        }
+        if let Some(psi) = signals.psi_cpu {
+            if psi > psi_level {
+                blocking.push(format!(
+                    "psi.cpu.some.avg10 {psi:.1}% > {psi_level:.1}% (restore level: {restore} × [preflight] degrade-psi-cpu {}%)",
+                    t.degrade_psi_cpu
+                ));
+            } else {
+                calm.push(format!("psi.cpu.some.avg10 {psi:.1}% ≤ {psi_level:.1}%"));
+            }
+        }
+        if blocking.is_empty() {
+            self.degraded = false;
+            let why = if calm.is_empty() {
+                "no load readings".to_string()
+            } else {
+                calm.join(", ")
+            };
+            return Decision {
+                width: self.requested,
+                degraded: false,
+                changed: true,
+                reason: Some(format!(
+                    "restored {} (width {}): {why}",
+                    self.label, self.requested
+                )),
+            };
+        }
+        Decision {
+            width: 1,
+            degraded: true,
+            changed: false,
+            reason: Some(format!(
+                "{} stays at width 1: {}",
+                self.label,
+                blocking.join("; ")
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::tests::fixture;
+    use crate::preflight::collect;
+    use std::path::Path;
+
+    const GIB: u64 = 1 << 30;
+
+    fn load(load_1m: f64) -> Signals {
+        Signals {
+            load_1m: Some(load_1m),
+            cpus: 2,
+            mem_available: Some(8 * GIB),
+            psi_cpu: None,
+            own_load: 0.0,
+        }
+    }
+
+    fn fixture_report(case: &str) -> Report {
+        collect(
+            &fixture(case),
+            Path::new("/work/target"),
+            &Thresholds::default(),
+        )
+    }
+
+    #[test]
+    fn busy_fixture_degrades_with_one_reason_line() {
+        let mut degrader = Degrader::new(&Thresholds::default(), 2).with_label("t2");
+        let decision = degrader.decide(&fixture_report("busy"));
+        assert_eq!(
+            (decision.width, decision.degraded, decision.changed),
+            (1, true, true)
+        );
+        let reason = decision.reason.unwrap();
+        assert!(
+            reason.starts_with("degraded t2 → width 1: load.1m 7.90 = 3.95 per CPU > 1.50 ([preflight] degrade-load-per-cpu)"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("psi.cpu.some.avg10 62.0% > 60% ([preflight] degrade-psi-cpu)"),
+            "{reason}"
+        );
+        assert!(!reason.contains('\n'));
+    }
+
+    #[test]
+    fn idle_fixture_keeps_the_width() {
+        let mut degrader = Degrader::new(&Thresholds::default(), 2);
+        let decision = degrader.decide(&fixture_report("idle"));
+        assert_eq!(
+            decision,
+            Decision {
+                width: 2,
+                degraded: false,
+                changed: false,
+                reason: None
+            }
+        );
+    }
+
+    #[test]
+    fn cgroup_quota_counts_as_the_cpu_count() {
+        // cgroup-v2-limited: load 3.0, affinity 8 but quota 1.5 → 2 CPUs → 1.5 per CPU, not
+        // above 1.5; memory 1.5 GiB available is above 1 GiB.
+        let report = fixture_report("cgroup-v2-limited");
+        assert_eq!(Signals::from_report(&report).load_per_cpu(), Some(1.5));
+        let mut degrader = Degrader::new(&Thresholds::default(), 2);
+        assert_eq!(degrader.decide(&report).width, 2);
+        let strict = Thresholds {
+            degrade_load_per_cpu: 1.4,
+            ..Thresholds::default()
+        };
+        let decision = Degrader::new(&strict, 2).decide(&report);
+        assert_eq!(decision.width, 1);
+        assert!(
+            decision
+                .reason
+                .unwrap()
+                .contains("3.00 = 1.50 per CPU > 1.40")
+        );
+    }
+
+    #[test]
+    fn no_flapping_around_the_threshold() {
+        let mut degrader = Degrader::new(&Thresholds::default(), 2).with_label("t2");
+        // Per CPU: 1.45 (below 1.5) → 1.6 (degrade) → 1.4, 1.2, 1.5 (between 1.125 and 1.5: stay)
+        // → 1.0 (restore) → 1.4, 1.5 (below the degrade level: stay restored) → 1.55 (degrade).
+        let per_cpu = [1.45, 1.6, 1.4, 1.2, 1.5, 1.0, 1.4, 1.5, 1.55];
+        let widths: Vec<usize> = per_cpu
+            .iter()
+            .map(|p| degrader.decide_signals(&load(p * 2.0)).width)
+            .collect();
+        assert_eq!(widths, [2, 1, 1, 1, 1, 2, 2, 2, 1]);
+        let changes: usize = {
+            let mut d = Degrader::new(&Thresholds::default(), 2);
+            per_cpu
+                .iter()
+                .filter(|p| d.decide_signals(&load(*p * 2.0)).changed)
+                .count()
+        };
+        assert_eq!(changes, 3);
+    }
+
+    #[test]
+    fn reading_hovering_at_the_threshold_never_flaps() {
+        let mut degrader = Degrader::new(&Thresholds::default(), 4);
+        let mut changes = 0;
+        for i in 0..200 {
+            // Oscillates ±0.2 around the degrade level 1.5 per CPU: degrades once, then stays.
+            let per_cpu = 1.5 + if i % 2 == 0 { 0.2 } else { -0.2 };
+            changes += usize::from(degrader.decide_signals(&load(per_cpu * 2.0)).changed);
+        }
+        assert_eq!(changes, 1);
+        assert!(degrader.is_degraded());
+    }
+
+    #[test]
+    fn staying_and_restoring_say_why() {
+        let mut degrader = Degrader::new(&Thresholds::default(), 2).with_label("t2");
+        degrader.decide_signals(&load(4.0));
+        let stay = degrader.decide_signals(&load(2.6));
+        assert!(!stay.changed);
+        assert_eq!(
+            stay.reason.unwrap(),
+            "t2 stays at width 1: load.1m 2.60 = 1.30 per CPU > 1.12 (restore level: 0.75 × [preflight] degrade-load-per-cpu 1.50)"
+        );
+        let back = degrader.decide_signals(&load(1.0));
+        assert_eq!((back.width, back.changed, back.degraded), (2, true, false));
+        assert_eq!(
+            back.reason.unwrap(),
+            "restored t2 (width 2): load.1m 1.00 = 0.50 per CPU ≤ 1.12, mem.available 8 GiB ≥ 1.3 GiB"
+        );
+        assert_eq!(degrader.width(), 2);
+    }
+
+    #[test]
+    fn memory_and_psi_degrade_and_restore_with_hysteresis() {
+        let mut degrader = Degrader::new(&Thresholds::default(), 2);
+        let mem = |bytes| Signals {
+            mem_available: Some(bytes),
+            ..load(0.0)
+        };
+        let d = degrader.decide_signals(&mem(800 << 20));
+        assert_eq!(d.width, 1);
+        assert!(
+            d.reason
+                .unwrap()
+                .contains("mem.available 800 MiB < 1 GiB ([preflight] degrade-mem-available)")
+        );
+        // 1.2 GiB is above the degrade level but below 1 GiB / 0.75 = 1.33 GiB: stays.
+        assert_eq!(degrader.decide_signals(&mem(GIB + (GIB / 5))).width, 1);
+        assert_eq!(degrader.decide_signals(&mem(2 * GIB)).width, 2);
+
+        let psi = |p| Signals {
+            psi_cpu: Some(p),
+            ..load(0.0)
+        };
+        assert_eq!(degrader.decide_signals(&psi(61.0)).width, 1);
+        assert_eq!(
+            degrader.decide_signals(&psi(50.0)).width,
+            1,
+            "50 > 45 = 0.75 × 60"
+        );
+        assert_eq!(degrader.decide_signals(&psi(44.0)).width, 2);
+    }
+
+    #[test]
+    fn own_load_is_discounted() {
+        let mut degrader = Degrader::new(&Thresholds::default(), 2);
+        // 4.0 on 2 CPUs is 2.0 per CPU, but 2.0 of it is ours: 1.0 per CPU.
+        assert_eq!(
+            degrader.decide_signals(&load(4.0).with_own_load(2.0)).width,
+            2
+        );
+        let d = degrader.decide_signals(&load(8.0).with_own_load(2.0));
+        assert!(
+            d.reason
+                .unwrap()
+                .contains("load.1m 8.00 less our 2.00 = 3.00 per CPU")
+        );
+    }
+
+    #[test]
+    fn disabled_width_one_and_missing_readings() {
+        let mut disabled = Degrader::disabled(2);
+        assert_eq!(disabled.decide_signals(&load(100.0)).width, 2);
+        let mut one = Degrader::new(&Thresholds::default(), 1);
+        let d = one.decide_signals(&load(100.0));
+        assert_eq!((d.width, d.changed, d.reason), (1, false, None));
+        let mut degrader = Degrader::new(&Thresholds::default(), 2);
+        let nothing = Signals {
+            load_1m: None,
+            cpus: 1,
+            mem_available: None,
+            psi_cpu: None,
+            own_load: 0.0,
+        };
+        assert_eq!(
+            degrader.decide_signals(&nothing).width,
+            2,
+            "no readings: no reason to degrade"
+        );
+        degrader.decide_signals(&load(10.0));
+        let d = degrader.decide_signals(&nothing);
+        assert_eq!(d.width, 2);
+        assert!(d.reason.unwrap().ends_with("no load readings"));
+    }
+}
