@@ -1,0 +1,246 @@
+//! Helpers shared by the end-to-end tests: fixture workspaces, the real binaries, a clean
+//! environment, temp lock dirs, and checks over the intervals tests record.
+//!
+//! Every fixture under `tests/fixtures/` is a workspace of its own; all of them build into
+//! one target dir (`target/e2e-fixtures` of this repository), so dependencies compile once.
+//! Each test gets its own lock dir, so e2e tests never contend with each other or with
+//! anything else on the host.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repo")
+        .to_path_buf()
+}
+
+/// The fixture workspace `name` (a folder under `tests/fixtures/`).
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+/// The one target dir every fixture builds into.
+pub fn fixtures_target_dir() -> PathBuf {
+    repo_root().join("target/e2e-fixtures")
+}
+
+/// The `cargo` that runs these tests.
+pub fn cargo_path() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+/// Variables a child must not inherit from the process running these tests: when the suite
+/// itself runs under `cargo capped` or nextest, their caps and ids would leak into the
+/// fixtures' runs.
+fn scrub(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let cargo_own = key.starts_with("CARGO_")
+            && !["CARGO_HOME", "CARGO_REGISTR", "CARGO_NET", "CARGO_HTTP"]
+                .iter()
+                .any(|keep| key.starts_with(keep));
+        if key.starts_with("CAPPED")
+            || key.starts_with("NEXTEST")
+            || cargo_own
+            || matches!(
+                key.as_ref(),
+                "RUST_TEST_THREADS"
+                    | "RAYON_NUM_THREADS"
+                    | "TOKIO_WORKER_THREADS"
+                    | "OMP_NUM_THREADS"
+                    | "OPENBLAS_NUM_THREADS"
+                    | "MKL_NUM_THREADS"
+                    | "NUMEXPR_NUM_THREADS"
+                    | "RUSTFLAGS"
+            )
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    command.env("CARGO_TERM_COLOR", "never");
+}
+
+/// A command for `program` with a clean environment, run in `dir`.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
+    let mut command = Command::new(program);
+    scrub(&mut command);
+    command.current_dir(dir);
+    command
+}
+
+/// `cargo ARGS` in fixture `name`, building into the shared fixtures target dir.
+pub fn cargo_in(name: &str) -> Command {
+    let mut command = clean_command(cargo_path(), &fixture(name));
+    command.env("CARGO_TARGET_DIR", fixtures_target_dir());
+    command
+}
+
+/// The `cargo-capped` binary of this repository, built once per test process.
+pub fn cargo_capped() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = repo_root();
+            let status = clean_command(cargo_path(), &root)
+                .args(["build", "--quiet", "--locked", "-p", "cargo-capped"])
+                .status()
+                .expect("running cargo build -p cargo-capped");
+            assert!(status.success(), "building cargo-capped failed");
+            root.join("target/debug/cargo-capped")
+        })
+        .clone()
+}
+
+/// The test executables cargo built for fixture `name` (`cargo test --no-run`), by target
+/// name.
+pub fn build_fixture_tests(name: &str) -> Vec<(String, PathBuf)> {
+    let output = cargo_in(name)
+        .args(["test", "--no-run", "--message-format", "json"])
+        .output()
+        .expect("running cargo test --no-run");
+    assert!(
+        output.status.success(),
+        "building fixture {name} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut executables = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact"
+            && let Some(exe) = message["executable"].as_str()
+        {
+            let target = message["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            executables.push((target, PathBuf::from(exe)));
+        }
+    }
+    executables
+}
+
+/// The test executable of target `target` in fixture `name`.
+pub fn fixture_test_binary(name: &str, target: &str) -> PathBuf {
+    build_fixture_tests(name)
+        .into_iter()
+        .find(|(t, _)| t == target)
+        .map(|(_, exe)| exe)
+        .unwrap_or_else(|| panic!("fixture {name} has no test target {target}"))
+}
+
+/// Whether `cargo nextest` is installed; prints why a test is skipped when not.
+pub fn nextest_available(test: &str) -> bool {
+    let ok = Command::new(cargo_path())
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipping {test}: cargo-nextest is not installed");
+    }
+    ok
+}
+
+/// Text of an output, both streams, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// One interval a fixture test recorded: `kind name pid start_us end_us`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interval {
+    /// What kind of test (`gpu`, `light`, …).
+    pub kind: String,
+    /// The test's name.
+    pub name: String,
+    /// The process it ran in.
+    pub pid: u32,
+    /// Start, unix µs.
+    pub start: u128,
+    /// End, unix µs.
+    pub end: u128,
+}
+
+/// Reads the intervals in a record file (lines of other shapes are skipped).
+pub fn read_intervals(path: &Path) -> Vec<Interval> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() != 5 {
+                return None;
+            }
+            Some(Interval {
+                kind: f[0].to_string(),
+                name: f[1].to_string(),
+                pid: f[2].parse().ok()?,
+                start: f[3].parse().ok()?,
+                end: f[4].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The most intervals open at one instant (touching intervals do not overlap).
+pub fn max_overlap<'a>(intervals: impl IntoIterator<Item = &'a Interval>) -> usize {
+    let mut edges: Vec<(u128, i32)> = intervals
+        .into_iter()
+        .flat_map(|i| [(i.start, 1), (i.end, -1)])
+        .collect();
+    edges.sort();
+    let (mut open, mut most) = (0i32, 0i32);
+    for (_, delta) in edges {
+        open += delta;
+        most = most.max(open);
+    }
+    most as usize
+}
+
+/// The intervals of one kind.
+pub fn of_kind<'a>(intervals: &'a [Interval], kind: &str) -> Vec<&'a Interval> {
+    intervals.iter().filter(|i| i.kind == kind).collect()
+}
+
+/// Lines of a record file that start with `prefix ` (e.g. `seed`), split on spaces.
+pub fn records(path: &Path, prefix: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.split_whitespace().next() == Some(prefix))
+        .map(|line| line.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// No process whose command line mentions `marker` is left running.
+pub fn processes_mentioning(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(marker)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
