@@ -50,10 +50,34 @@ pub struct ResourceMetrics {
     pub hold: Percentiles,
 }
 
+/// At most this many samples are kept per resource and kind: beyond it, reservoir
+/// sampling keeps a uniform sample, so memory stays bounded in long-lived processes.
+const RESERVOIR: usize = 10_000;
+
+#[derive(Default)]
+struct Reservoir {
+    seen: u64,
+    kept: Vec<Duration>,
+}
+
+impl Reservoir {
+    fn push(&mut self, sample: Duration) {
+        self.seen += 1;
+        if self.kept.len() < RESERVOIR {
+            self.kept.push(sample);
+        } else {
+            let slot = fastrand::u64(..self.seen) as usize;
+            if slot < RESERVOIR {
+                self.kept[slot] = sample;
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Samples {
-    waits: Vec<Duration>,
-    holds: Vec<Duration>,
+    waits: Reservoir,
+    holds: Reservoir,
 }
 
 static SAMPLES: Mutex<BTreeMap<String, Samples>> = Mutex::new(BTreeMap::new());
@@ -84,13 +108,15 @@ pub fn metrics() -> BTreeMap<String, ResourceMetrics> {
     samples()
         .iter()
         .map(|(name, s)| {
-            (
-                name.clone(),
-                ResourceMetrics {
-                    wait: Percentiles::of(&s.waits),
-                    hold: Percentiles::of(&s.holds),
-                },
-            )
+            let wait = Percentiles {
+                count: s.waits.seen as usize,
+                ..Percentiles::of(&s.waits.kept)
+            };
+            let hold = Percentiles {
+                count: s.holds.seen as usize,
+                ..Percentiles::of(&s.holds.kept)
+            };
+            (name.clone(), ResourceMetrics { wait, hold })
         })
         .collect()
 }
@@ -98,6 +124,19 @@ pub fn metrics() -> BTreeMap<String, ResourceMetrics> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reservoirs_stay_bounded_and_count_everything() {
+        let mut reservoir = Reservoir::default();
+        for i in 0..(RESERVOIR as u64 * 3) {
+            reservoir.push(Duration::from_nanos(i));
+        }
+        assert_eq!(reservoir.seen, RESERVOIR as u64 * 3);
+        assert_eq!(reservoir.kept.len(), RESERVOIR);
+        // A uniform sample of 0..30000: its median is near 15000, not stuck at the start.
+        let median = Percentiles::of(&reservoir.kept).p50.as_nanos() as f64;
+        assert!((10_000.0..20_000.0).contains(&median), "median {median}");
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

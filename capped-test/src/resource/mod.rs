@@ -25,6 +25,7 @@ pub(crate) mod table;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use memory::{mem_available, reserved_bytes};
@@ -188,7 +189,11 @@ impl Request {
                 })
             }
         };
-        Ok(Resolved { wants, mem, names })
+        Ok(Resolved {
+            wants,
+            mem,
+            names: names.into(),
+        })
     }
 }
 
@@ -235,7 +240,7 @@ fn ensure_dir_once(dir: &std::path::Path) -> Result<(), Error> {
 pub struct Resolved {
     wants: Vec<Want>,
     mem: Option<MemWant>,
-    names: Vec<String>,
+    names: Arc<[String]>,
 }
 
 impl Resolved {
@@ -298,7 +303,7 @@ impl Resolved {
     /// Who holds the resources of this request, for messages: `gpu slot 0: 1234 crossval-1a2b`.
     pub fn holders(&self) -> Vec<String> {
         let mut holders = Vec::new();
-        for (want, name) in self.wants.iter().zip(&self.names) {
+        for (want, name) in self.wants.iter().zip(self.names.iter()) {
             for (slot, who) in table().foreign_holders(&want.key, want.capacity) {
                 holders.push(format!("{name} slot {slot}: pid {who}"));
             }
@@ -310,7 +315,7 @@ impl Resolved {
 impl fmt::Display for Resolved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
-        for (want, name) in self.wants.iter().zip(&self.names) {
+        for (want, name) in self.wants.iter().zip(self.names.iter()) {
             let scope = match &want.key.dir {
                 None => "process".to_string(),
                 Some(dir) => dir.display().to_string(),
@@ -339,7 +344,7 @@ impl fmt::Display for Resolved {
 #[must_use = "the resources are released when the guard is dropped"]
 pub struct Guard {
     taken: Taken,
-    names: Vec<String>,
+    names: Arc<[String]>,
     waited: Duration,
     acquired_at: Instant,
 }
@@ -355,7 +360,7 @@ impl fmt::Debug for Guard {
 
 impl Guard {
     /// `names` are the names of the slot resources taken, in order (memory is apart).
-    fn new(taken: Taken, names: Vec<String>, asked_at: Instant) -> Guard {
+    fn new(taken: Taken, names: Arc<[String]>, asked_at: Instant) -> Guard {
         let now = Instant::now();
         let waited = now - asked_at;
         let guard = Guard {
