@@ -36,7 +36,10 @@ fn uncontended(lock_dir: &Path, scope: &str, iterations: u32) -> f64 {
     drop(resolved.try_take(Instant::now()).unwrap());
     let started = Instant::now();
     for _ in 0..iterations {
-        let guard = resolved.try_take(Instant::now()).unwrap().expect("uncontended");
+        let guard = resolved
+            .try_take(Instant::now())
+            .unwrap()
+            .expect("uncontended");
         drop(guard);
     }
     started.elapsed().as_nanos() as f64 / f64::from(iterations)
@@ -44,7 +47,10 @@ fn uncontended(lock_dir: &Path, scope: &str, iterations: u32) -> f64 {
 
 /// Time from a holder's release (in another thread) to the waiter holding the slot.
 fn notice_in_process(lock_dir: &Path, scope: &str, rounds: u32) -> Percentiles {
-    let caps = std::sync::Arc::new(caps_for(lock_dir, &format!("bench-notice-{scope}=1@{scope}")));
+    let caps = std::sync::Arc::new(caps_for(
+        lock_dir,
+        &format!("bench-notice-{scope}=1@{scope}"),
+    ));
     let name = format!("bench-notice-{scope}");
     let mut samples = Vec::new();
     for _ in 0..rounds {
@@ -69,7 +75,10 @@ fn notice_in_process(lock_dir: &Path, scope: &str, rounds: u32) -> Percentiles {
 /// it was released (unix µs) and exit.
 fn holder_child(lock_dir: &Path) {
     let caps = caps_for(lock_dir, "bench-xp=1@host");
-    let guard = Request::new().group("bench-xp").acquire_with(&caps).unwrap();
+    let guard = Request::new()
+        .group("bench-xp")
+        .acquire_with(&caps)
+        .unwrap();
     println!("held");
     std::io::stdout().flush().unwrap();
     let mut line = String::new();
@@ -95,7 +104,10 @@ fn notice_across_processes(lock_dir: &Path, rounds: u32) -> Percentiles {
         out.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "held");
         let waiter = std::thread::spawn(move || {
-            let guard = Request::new().group("bench-xp").acquire_with(&caps).unwrap();
+            let guard = Request::new()
+                .group("bench-xp")
+                .acquire_with(&caps)
+                .unwrap();
             let at = capped_test::protocol::now_us();
             drop(guard);
             at
@@ -120,14 +132,49 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let process_ns = uncontended(dir.path(), "process", 200_000);
-    report("slot acquire+release, process scope", process_ns / 1000.0, "us", Some(1.0));
+    report(
+        "slot acquire+release, process scope",
+        process_ns / 1000.0,
+        "us",
+        Some(1.0),
+    );
     let host_ns = uncontended(dir.path(), "host", 20_000);
-    report("slot acquire+release, host scope", host_ns / 1000.0, "us", Some(50.0));
+    report(
+        "slot acquire+release, host scope",
+        host_ns / 1000.0,
+        "us",
+        Some(50.0),
+    );
     let p = notice_in_process(dir.path(), "process", 30);
-    report("notice a freed slot, in-process p50", p.p50.as_secs_f64() * 1000.0, "ms", None);
-    report("notice a freed slot, in-process max", p.max.as_secs_f64() * 1000.0, "ms", Some(20.0));
+    report(
+        "notice a freed slot, in-process p50",
+        p.p50.as_secs_f64() * 1000.0,
+        "ms",
+        None,
+    );
+    report(
+        "notice a freed slot, in-process max",
+        p.max.as_secs_f64() * 1000.0,
+        "ms",
+        Some(20.0),
+    );
     let p = notice_across_processes(dir.path(), 30);
-    report("notice a freed slot, across processes p50", p.p50.as_secs_f64() * 1000.0, "ms", None);
-    report("notice a freed slot, across processes p95", p.p95.as_secs_f64() * 1000.0, "ms", Some(20.0));
-    report("notice a freed slot, across processes max", p.max.as_secs_f64() * 1000.0, "ms", None);
+    report(
+        "notice a freed slot, across processes p50",
+        p.p50.as_secs_f64() * 1000.0,
+        "ms",
+        None,
+    );
+    report(
+        "notice a freed slot, across processes p95",
+        p.p95.as_secs_f64() * 1000.0,
+        "ms",
+        Some(20.0),
+    );
+    report(
+        "notice a freed slot, across processes max",
+        p.max.as_secs_f64() * 1000.0,
+        "ms",
+        None,
+    );
 }

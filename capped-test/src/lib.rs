@@ -54,6 +54,7 @@ mod caps;
 pub mod config;
 mod context;
 mod error;
+mod harness;
 mod init;
 mod metrics;
 pub mod protocol;
@@ -77,6 +78,7 @@ pub use seed::derive_seed;
 /// Items the `#[capped]` attribute and `main!()` expand to. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::harness::{MainMarker, harness_main};
     pub use crate::run_test::run_libtest;
     pub use crate::test_spec::{Registration, ShouldPanic, TestReturn, TestSpec};
     pub use inventory;
@@ -85,4 +87,93 @@ pub mod __private {
     pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         crate::runtime::runtime().block_on(future)
     }
+}
+
+/// Writes the `main` of a `harness = false` test target: its `#[capped]` tests run under
+/// capped-test's own harness, which starts a test only when all its resources are free, so
+/// no thread is ever parked on a busy group.
+///
+/// Put it at the end of the target's root file. Every `#[capped]` test in the target's crate
+/// (its root file and its modules) is found without being listed.
+///
+/// # Setup
+///
+/// `Cargo.toml`:
+///
+/// ```toml
+/// [dev-dependencies]
+/// capped-test = "0.1"
+///
+/// [[test]]
+/// name = "gpu_suite"            # tests/gpu_suite.rs
+/// harness = false
+/// ```
+///
+/// `tests/gpu_suite.rs`:
+///
+/// ```no_run
+/// use capped_test::capped;
+///
+/// #[capped(group = "gpu", timeout = "2m")]
+/// fn trains_a_small_model() {
+///     // At most `max` (default 1) gpu tests run at once on this host.
+/// }
+///
+/// #[capped]
+/// fn parses_the_config() {}
+///
+/// mod more {
+///     #[capped_test::capped(threads = 2)]
+///     fn uses_two_threads() {}
+/// }
+///
+/// capped_test::main!();
+/// ```
+///
+/// Then `cargo test --test gpu_suite -- --test-threads 2`, `cargo nextest run` and
+/// `cargo capped t2` all run it.
+///
+/// # Behaviour
+///
+/// * **Command line and output** are libtest's: `--list [--format terse]`, filters,
+///   `--exact`, `--skip`, `--ignored`, `--include-ignored`, `--test-threads` (and
+///   `RUST_TEST_THREADS`), `-q`, `--color`, `--format json`, `--shuffle`, `--shuffle-seed`;
+///   `test NAME ... ok`, the failures section and the `test result:` line; exit status 101
+///   when a test failed. With `CAPPED_LIST_RESOURCES=1`, `--list` prints each test's
+///   resources as JSON lines ([`protocol::ListedTest`]).
+/// * **Scheduling**: up to the width (`--test-threads`, else the caps) tests run at once,
+///   each on a thread named after it. A test starts only when its width slots, groups and
+///   memory can all be taken now; tests on busy groups stay pending while the others run.
+///   Tests that are hard to place (`threads = N`, `serial`, groups many tests need) start
+///   first; a test passed over for too long gets a reservation so it cannot starve.
+/// * **Order**: by name; `cargo capped t1 --deterministic` (`CAPPED_DETERMINISTIC=1`) runs
+///   one test at a time in that order. `--shuffle` or `CAPPED_SHUFFLE=1` shuffles with the
+///   run seed (`--shuffle-seed N` picks one) and prints it: `running 9 tests (shuffle seed: 7)`.
+/// * **Timeouts**: a test past its timeout is reported `FAILED (timed out after …)`; the run
+///   then stops after a short grace for the running tests and exits with 101.
+/// * **Events**: with `CAPPED_EVENTS=path` each test start and end is appended as a JSON
+///   line ([`protocol::Event`]).
+///
+/// # Limits
+///
+/// * Plain `#[test]` functions are **not compiled** in a `harness = false` target (rustc
+///   drops them); mark them `#[capped]`. A harness with no `#[capped]` test says so when run.
+/// * Output is not captured: the harness behaves like libtest's `--nocapture` (a stable crate
+///   cannot capture `println!` per test thread). Failures are summarized with their panic
+///   message and location; `cargo nextest run` captures output per test process.
+/// * In a target that keeps libtest's harness (no `harness = false`), libtest's `main`
+///   replaces this one: the `#[capped]` tests run under libtest, where they still hold their
+///   resources but wait for them on libtest's threads. The first of them prints a warning
+///   saying so.
+#[macro_export]
+macro_rules! main {
+    () => {
+        fn main() {
+            $crate::__private::harness_main()
+        }
+
+        $crate::__private::inventory::submit! {
+            $crate::__private::MainMarker
+        }
+    };
 }

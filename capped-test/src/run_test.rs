@@ -102,7 +102,7 @@ pub fn reproduce_line(name: &str, full_path: &str, caps: &Caps) -> String {
     .replace(" , ", ", ")
 }
 
-fn context_for(spec: &TestSpec, name: &str, guard: &Guard, caps: &Caps) -> TestContext {
+pub(crate) fn context_for(spec: &TestSpec, name: &str, guard: &Guard, caps: &Caps) -> TestContext {
     TestContext {
         name: name.to_string(),
         seed: derive_seed(caps.seed(), &spec.full_path()),
@@ -167,7 +167,7 @@ pub fn emit_end(
 
 /// Runs `body` with the test's context; the body's failure message (`Ok(Some)`) or panic
 /// (`Err(payload)`).
-fn run_body<T: TestReturn>(
+pub(crate) fn run_body<T: TestReturn>(
     context: TestContext,
     body: impl FnOnce() -> T,
 ) -> Result<T, Box<dyn Any + Send>> {
@@ -177,6 +177,7 @@ fn run_body<T: TestReturn>(
 /// Runs one test under libtest: what `#[capped]` expands to.
 pub fn run_libtest<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> T {
     ensure_init();
+    crate::harness::warn_if_main_under_libtest();
     let caps = caps();
     let name = spec.name();
     let guard = request_for(spec)

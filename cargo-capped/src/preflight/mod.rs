@@ -12,6 +12,7 @@
 //! (PSI, a cgroup limit) has value `null` and status `ok`. So the set of keys (see [`keys`])
 //! is the same on every host.
 
+pub mod command;
 pub mod degrade;
 mod thresholds;
 

@@ -244,3 +244,201 @@ pub fn processes_mentioning(marker: &str) -> Vec<u32> {
     }
     found
 }
+
+// ---------------------------------------------------------------------------------------
+// Running `cargo capped` on a fixture.
+// ---------------------------------------------------------------------------------------
+
+/// `cargo-capped capped ARGS…` in fixture `name`, as `cargo capped` would start it: a clean
+/// environment, the shared fixtures target dir, short backtraces. Add the subcommand and
+/// its arguments with `.args(..)`.
+pub fn capped_in(name: &str) -> Command {
+    let mut command = clean_command(cargo_capped(), &fixture(name));
+    command
+        .arg("capped")
+        .env("CARGO", cargo_path())
+        .env("CARGO_TARGET_DIR", fixtures_target_dir())
+        .env("RUST_BACKTRACE", "0");
+    command
+}
+
+/// A temp dir for one run: the file fixture tests record into (`RECORD_FILE`) and a lock
+/// dir of its own (`--lock-dir`), so concurrent e2e tests never share a host-scope group.
+pub struct RunScratch {
+    dir: tempfile::TempDir,
+}
+
+impl RunScratch {
+    /// A fresh scratch dir.
+    pub fn new() -> RunScratch {
+        RunScratch {
+            dir: tempfile::tempdir().expect("a temp dir"),
+        }
+    }
+    /// The record file.
+    pub fn record_file(&self) -> PathBuf {
+        self.dir.path().join("records.txt")
+    }
+    /// The lock dir.
+    pub fn lock_dir(&self) -> PathBuf {
+        self.dir.path().join("locks")
+    }
+    /// A path inside the scratch dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    /// Points a `cargo capped` command at this scratch dir (`RECORD_FILE`, `--lock-dir`).
+    /// Call it after the subcommand (`t2`, …) was added.
+    pub fn apply<'a>(&self, command: &'a mut Command) -> &'a mut Command {
+        command
+            .env("RECORD_FILE", self.record_file())
+            .arg("--lock-dir")
+            .arg(self.lock_dir())
+    }
+}
+
+impl Default for RunScratch {
+    fn default() -> Self {
+        RunScratch::new()
+    }
+}
+
+/// The exit code of a finished command (`-1` when a signal ended it).
+pub fn exit_code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+/// Both streams of an output, as text.
+pub fn all_text(output: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Test counts: `passed`, `failed`, `ignored` (and for `cargo capped`, `timed-out`,
+/// `not-run`, …).
+pub type Counts = std::collections::BTreeMap<String, usize>;
+
+/// Sums libtest's `test result: ok. 3 passed; 1 failed; 2 ignored; …` lines (what
+/// `cargo test` prints per binary).
+pub fn libtest_counts(output: &Output) -> Counts {
+    let mut counts = Counts::new();
+    for line in all_text(output).lines() {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            continue;
+        };
+        for part in rest.split(';') {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            if let [.., n, what] = words.as_slice()
+                && let Ok(n) = n.parse::<usize>()
+                && matches!(*what, "passed" | "failed" | "ignored")
+            {
+                *counts.entry(what.to_string()).or_default() += n;
+            }
+        }
+    }
+    counts
+}
+
+/// The counts of `cargo capped --message-format json`: the `counts` object of its final
+/// summary line (looked for at the top level or one level down). Zero counts are dropped.
+pub fn capped_counts(output: &Output) -> Counts {
+    let mut found = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let counts = value.get("counts").cloned().or_else(|| {
+            value
+                .as_object()
+                .and_then(|o| o.values().find_map(|v| v.get("counts").cloned()))
+        });
+        if let Some(counts) = counts.and_then(|c| c.as_object().cloned()) {
+            found = Some(counts);
+        }
+    }
+    let counts = found.unwrap_or_else(|| panic!("no summary with counts:\n{}", describe(output)));
+    counts
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_u64()? as usize)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// Whether process `pid` is gone (or a zombie about to be reaped) within `within`.
+pub fn process_gone(pid: u32, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+                Some(after)
+            });
+        match state {
+            None | Some('Z') | Some('X') => return true,
+            Some(_) if std::time::Instant::now() >= deadline => return false,
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Checks that `xml` is well formed enough for CI tools (every element closed, in order)
+/// and returns the names of its elements in document order. A small checker: no DTDs, no
+/// CDATA; quoted attribute values may contain `>`.
+pub fn xml_elements(xml: &str) -> Result<Vec<String>, String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut elements = Vec::new();
+    let mut rest = xml;
+    while let Some(open) = rest.find('<') {
+        rest = &rest[open + 1..];
+        // The tag runs to the first `>` outside quotes.
+        let mut quote = None;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| match (quote, c) {
+                (None, '"' | '\'') => {
+                    quote = Some(c);
+                    false
+                }
+                (Some(q), c) if c == q => {
+                    quote = None;
+                    false
+                }
+                (None, '>') => true,
+                _ => false,
+            })
+            .map(|(i, _)| i)
+            .ok_or("a tag is not closed")?;
+        let tag = &rest[..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            let name = name.trim();
+            match stack.pop() {
+                Some(open) if open == name => {}
+                other => return Err(format!("</{name}> closes {other:?}")),
+            }
+            continue;
+        }
+        let name: String = tag
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '/')
+            .collect();
+        if name.is_empty() {
+            return Err(format!("an empty tag: <{tag}>"));
+        }
+        elements.push(name.clone());
+        if !tag.ends_with('/') {
+            stack.push(name);
+        }
+    }
+    match stack.is_empty() {
+        true => Ok(elements),
+        false => Err(format!("unclosed elements: {stack:?}")),
+    }
+}

@@ -1,0 +1,567 @@
+//! The command line: `cargo capped t2|t1|run|list …`, parsed with clap.
+//!
+//! cargo runs an external subcommand `cargo capped ARGS` as `cargo-capped capped ARGS`;
+//! [`normalize_args`] drops that `capped` so `cargo-capped t2` works as well.
+//!
+//! Cargo's own selection and build flags pass through to `cargo test --no-run` (see
+//! [`CargoArgs`]). One spelling differs: cargo's `--profile` (the *build* profile) is
+//! `--cargo-profile` here, because `--profile` names the *capped* profile in
+//! `cargo capped run --profile NAME`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// `cargo capped`: run a workspace's tests within run-wide caps.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo-capped",
+    bin_name = "cargo capped",
+    version,
+    about = "Run a workspace's tests with a capped width, serialized heavy groups and capped thread pools",
+    long_about = "Run a workspace's tests with a capped width, serialized heavy groups and capped thread pools.\n\n\
+        `cargo capped t2` runs every test binary of the workspace so that at most two tests execute at \
+        once across all binaries, each binary's rayon/BLAS/tokio pools are capped, and groups named in \
+        .config/capped.toml (a GPU, a cross-validation suite) never exceed their `max`.\n\
+        `cargo capped t1 --deterministic` runs one test at a time in a stable order with fixed seeds.\n\n\
+        Exit status: 0 all passed; 100 a test failed, timed out or was not run; 101 the build failed; \
+        2 bad usage or config; 130 interrupted; 1 the runner itself failed.",
+    after_help = "Config: .config/capped.toml at the workspace root (profiles, [profile.NAME.env], [groups.NAME]).",
+    arg_required_else_help = true,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the tests with the `t2` profile: two tests at once run-wide, rayon 2, BLAS 1.
+    #[command(
+        long_about = "Run the tests with the `t2` profile (`run --profile t2`): at most two tests execute at \
+            once across every test binary, rayon pools of 2, BLAS/OpenMP 1; heavy groups serialized."
+    )]
+    T2(ProfileRunArgs),
+    /// Run the tests with the `t1` profile: one test at a time, one thread everywhere.
+    #[command(
+        long_about = "Run the tests with the `t1` profile (`run --profile t1`): one test at a time, every pool \
+            one thread. With --deterministic: binaries and tests in a stable order, seed 42 unless --seed."
+    )]
+    T1(ProfileRunArgs),
+    /// Run the tests with a named profile from .config/capped.toml (or the built-in t1/t2).
+    Run(NamedRunArgs),
+    /// Build the test binaries and list their tests (with the groups harness tests declare).
+    List(ListArgs),
+}
+
+/// `t1`/`t2`: the run options; the profile is implied.
+#[derive(Debug, Args)]
+pub struct ProfileRunArgs {
+    /// The run.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Not accepted here: reported with a hint (use `--cargo-profile` or `run --profile`).
+    #[arg(long = "profile", value_name = "NAME", hide = true)]
+    pub misplaced_profile: Option<String>,
+}
+
+/// `run --profile NAME`.
+#[derive(Debug, Args)]
+pub struct NamedRunArgs {
+    /// The capped profile: `t1`, `t2` or a `[profile.NAME]` of .config/capped.toml.
+    /// (Cargo's build profile is --cargo-profile.)
+    #[arg(long, value_name = "NAME")]
+    pub profile: String,
+    /// The run.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Everything a run takes besides the profile.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Cargo's flags.
+    #[command(flatten)]
+    pub cargo: CargoArgs,
+    /// How to run.
+    #[command(flatten)]
+    pub options: RunOptions,
+    /// The output.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Run only tests whose name contains FILTER (given to every test binary, as `cargo test FILTER`).
+    #[arg(value_name = "FILTER")]
+    pub filter: Option<String>,
+    /// Arguments for every test binary, after `--` (`--exact`, `--skip PAT`, `--ignored`,
+    /// `--include-ignored`, `--nocapture`, `--show-output`, …).
+    #[arg(last = true, value_name = "ARGS")]
+    pub test_args: Vec<String>,
+}
+
+/// `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Cargo's flags.
+    #[command(flatten)]
+    pub cargo: CargoArgs,
+    /// `human` (one line per test under its binary) or `json` (one JSON object per test).
+    #[arg(long, value_enum, default_value_t = MessageFormat::Human, value_name = "FMT")]
+    pub message_format: MessageFormat,
+    /// Colors in cargo's output.
+    #[arg(long, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
+    pub color: Color,
+    /// Less output from the build.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// List only tests whose name contains FILTER.
+    #[arg(value_name = "FILTER")]
+    pub filter: Option<String>,
+    /// Arguments for every test binary's `--list`, after `--` (`--exact`, `--skip PAT`, `--ignored`).
+    #[arg(last = true, value_name = "ARGS")]
+    pub test_args: Vec<String>,
+}
+
+/// Cargo's package selection and build flags, passed to `cargo test --no-run`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct CargoArgs {
+    /// Package(s) to test (cargo's -p).
+    #[arg(short, long, value_name = "SPEC", help_heading = "Package selection")]
+    pub package: Vec<String>,
+    /// Test every package of the workspace.
+    #[arg(long, help_heading = "Package selection")]
+    pub workspace: bool,
+    /// Exclude packages (with --workspace).
+    #[arg(long, value_name = "SPEC", help_heading = "Package selection")]
+    pub exclude: Vec<String>,
+    /// Deprecated alias of --workspace.
+    #[arg(long, hide = true)]
+    pub all: bool,
+
+    /// Test only this package's library.
+    #[arg(long, help_heading = "Target selection")]
+    pub lib: bool,
+    /// Test only the named binary.
+    #[arg(long, value_name = "NAME", help_heading = "Target selection")]
+    pub bin: Vec<String>,
+    /// Test all binaries.
+    #[arg(long, help_heading = "Target selection")]
+    pub bins: bool,
+    /// Test only the named integration test target.
+    #[arg(long, value_name = "NAME", help_heading = "Target selection")]
+    pub test: Vec<String>,
+    /// Test all integration test targets.
+    #[arg(long, help_heading = "Target selection")]
+    pub tests: bool,
+    /// Test only the named example.
+    #[arg(long, value_name = "NAME", help_heading = "Target selection")]
+    pub example: Vec<String>,
+    /// Test all examples.
+    #[arg(long, help_heading = "Target selection")]
+    pub examples: bool,
+    /// Test only the named bench target (run as a test).
+    #[arg(long, value_name = "NAME", help_heading = "Target selection")]
+    pub bench: Vec<String>,
+    /// Test all bench targets.
+    #[arg(long, help_heading = "Target selection")]
+    pub benches: bool,
+    /// Test all targets (doc tests excepted: see --doc).
+    #[arg(long, help_heading = "Target selection")]
+    pub all_targets: bool,
+    /// Not supported: doc tests are compiled and run by rustdoc at test time, outside any
+    /// binary cargo capped can schedule; run `cargo test --doc` for them.
+    #[arg(long, help_heading = "Target selection")]
+    pub doc: bool,
+
+    /// Features to activate (space or comma separated).
+    #[arg(
+        short = 'F',
+        long,
+        value_name = "FEATURES",
+        help_heading = "Feature selection"
+    )]
+    pub features: Vec<String>,
+    /// Activate all features.
+    #[arg(long, help_heading = "Feature selection")]
+    pub all_features: bool,
+    /// Do not activate the `default` feature.
+    #[arg(long, help_heading = "Feature selection")]
+    pub no_default_features: bool,
+
+    /// Build in release mode.
+    #[arg(short, long, help_heading = "Compilation options")]
+    pub release: bool,
+    /// Cargo's build profile (cargo's own `--profile`; here `--profile` names the capped profile).
+    #[arg(long, value_name = "NAME", help_heading = "Compilation options")]
+    pub cargo_profile: Option<String>,
+    /// Parallel build jobs (cargo's -j; the test width is --test-threads).
+    #[arg(short, long, value_name = "N", help_heading = "Compilation options")]
+    pub jobs: Option<String>,
+    /// Build for the target triple.
+    #[arg(long, value_name = "TRIPLE", help_heading = "Compilation options")]
+    pub target: Vec<String>,
+    /// Directory for all generated artifacts.
+    #[arg(long, value_name = "DIRECTORY", help_heading = "Compilation options")]
+    pub target_dir: Option<PathBuf>,
+
+    /// Path to Cargo.toml.
+    #[arg(long, value_name = "PATH", help_heading = "Manifest options")]
+    pub manifest_path: Option<PathBuf>,
+    /// Assert that Cargo.lock will remain unchanged.
+    #[arg(long, help_heading = "Manifest options")]
+    pub locked: bool,
+    /// Run without accessing the network.
+    #[arg(long, help_heading = "Manifest options")]
+    pub offline: bool,
+    /// Both --locked and --offline.
+    #[arg(long, help_heading = "Manifest options")]
+    pub frozen: bool,
+    /// Override a cargo configuration value (KEY=VALUE or a file), as cargo's --config.
+    #[arg(
+        long = "config",
+        value_name = "KEY=VALUE",
+        help_heading = "Manifest options"
+    )]
+    pub cargo_config: Vec<String>,
+}
+
+impl CargoArgs {
+    /// The flags for `cargo test --no-run` (and, for the manifest options, `cargo metadata`).
+    pub fn to_cargo_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut many = |flag: &str, values: &[String]| {
+            for value in values {
+                args.push(flag.to_string());
+                args.push(value.clone());
+            }
+        };
+        many("--package", &self.package);
+        many("--exclude", &self.exclude);
+        many("--bin", &self.bin);
+        many("--test", &self.test);
+        many("--example", &self.example);
+        many("--bench", &self.bench);
+        many("--features", &self.features);
+        many("--target", &self.target);
+        many("--config", &self.cargo_config);
+        let flags = [
+            (self.workspace || self.all, "--workspace"),
+            (self.lib, "--lib"),
+            (self.bins, "--bins"),
+            (self.tests, "--tests"),
+            (self.examples, "--examples"),
+            (self.benches, "--benches"),
+            (self.all_targets, "--all-targets"),
+            (self.all_features, "--all-features"),
+            (self.no_default_features, "--no-default-features"),
+            (self.release, "--release"),
+        ];
+        args.extend(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| f.to_string()),
+        );
+        if let Some(profile) = &self.cargo_profile {
+            args.extend(["--profile".to_string(), profile.clone()]);
+        }
+        if let Some(jobs) = &self.jobs {
+            args.extend(["--jobs".to_string(), jobs.clone()]);
+        }
+        if let Some(dir) = &self.target_dir {
+            args.extend(["--target-dir".to_string(), dir.display().to_string()]);
+        }
+        args.extend(self.manifest_args());
+        args
+    }
+
+    /// `--manifest-path`, `--locked`, `--offline`, `--frozen`, `--config`: what `cargo
+    /// metadata` needs too.
+    pub fn manifest_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(path) = &self.manifest_path {
+            args.extend(["--manifest-path".to_string(), path.display().to_string()]);
+        }
+        for (on, flag) in [
+            (self.locked, "--locked"),
+            (self.offline, "--offline"),
+            (self.frozen, "--frozen"),
+        ] {
+            if on {
+                args.push(flag.to_string());
+            }
+        }
+        args
+    }
+}
+
+/// How the run goes.
+#[derive(Debug, Args, Default, Clone)]
+pub struct RunOptions {
+    /// The run's width: how many tests execute at once across all binaries (overrides the
+    /// profile's `test-threads`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Run options")]
+    pub test_threads: Option<u32>,
+    /// The global rayon pool's size in each test process (overrides `rayon-threads`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Run options")]
+    pub rayon_threads: Option<u32>,
+    /// One thread everywhere, seed 42 unless --seed, binaries and tests in a stable order.
+    #[arg(long, conflicts_with_all = ["test_threads", "rayon_threads"], help_heading = "Run options")]
+    pub deterministic: bool,
+    /// The run seed (every test's `capped_test::seed()` derives from it).
+    #[arg(long, value_name = "N", help_heading = "Run options")]
+    pub seed: Option<u64>,
+    /// Shuffle the order of binaries (and of harness-mode tests) with the run seed, printed
+    /// in the header.
+    #[arg(long, help_heading = "Run options")]
+    pub shuffle: bool,
+    /// Per test binary: SIGTERM to its process group after DUR (e.g. 30s, 5m), SIGKILL 2 s
+    /// later; the tests still running are reported as timed out.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Run options")]
+    pub timeout: Option<Duration>,
+    /// Host lock dir for host-scope groups (default $CAPPED_LOCK_DIR, $XDG_RUNTIME_DIR/capped,
+    /// /tmp/capped-UID).
+    #[arg(long, value_name = "DIR", help_heading = "Run options")]
+    pub lock_dir: Option<PathBuf>,
+    /// Stop starting test binaries after the first failure (binaries already running finish;
+    /// the others are reported as not run). The default runs everything.
+    #[arg(long, help_heading = "Run options")]
+    pub fail_fast: bool,
+    /// Run every binary whatever fails (the default; accepted for cargo compatibility).
+    #[arg(long, conflicts_with = "fail_fast", help_heading = "Run options")]
+    pub no_fail_fast: bool,
+}
+
+/// What the run prints.
+#[derive(Debug, Args, Default, Clone)]
+pub struct OutputArgs {
+    /// `human`: lines on stderr (and a progress bar on a terminal); `json`: also one JSON
+    /// event per line on stdout.
+    #[arg(long, value_enum, default_value_t = MessageFormat::Human, value_name = "FMT", help_heading = "Output")]
+    pub message_format: MessageFormat,
+    /// Also write a JUnit XML report to PATH.
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    pub junit: Option<PathBuf>,
+    /// More output: binaries starting and finishing, and their output no test claimed.
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet", help_heading = "Output")]
+    pub verbose: u8,
+    /// Less output: failures (with their output), notices and the summary only.
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
+    /// Colors.
+    #[arg(long, value_enum, default_value_t = Color::Auto, value_name = "WHEN", help_heading = "Output")]
+    pub color: Color,
+}
+
+/// `--message-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum MessageFormat {
+    /// Lines for people.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Color {
+    /// Colors on a terminal.
+    #[default]
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl Color {
+    /// The word cargo takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Auto => "auto",
+            Color::Always => "always",
+            Color::Never => "never",
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    capped_test::units::parse_duration(text)
+}
+
+/// Drops the `capped` that cargo inserts (`cargo capped t2` runs `cargo-capped capped t2`).
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|arg| arg == "capped") {
+        args.remove(1);
+    }
+    args
+}
+
+/// libtest arguments that `cargo capped` sets itself or that would break parsing the
+/// binaries' output, with what to do instead.
+pub fn check_test_args(args: &[String]) -> Result<(), String> {
+    for arg in args {
+        let name = arg.split('=').next().unwrap_or(arg);
+        let hint = match name {
+            "--test-threads" => {
+                "the width is cargo capped's own: put `--test-threads N` before `--`"
+            }
+            "-q" | "--quiet" => {
+                "cargo capped reads each test's result line: use `cargo capped -q` (before `--`)"
+            }
+            "--format" | "-Z" => {
+                "cargo capped reads libtest's default (pretty) output; use --message-format json or --junit"
+            }
+            "--list" => "use `cargo capped list`",
+            "--logfile" => "use --junit PATH or --message-format json",
+            "--shuffle" | "--shuffle-seed" => {
+                "use `cargo capped --shuffle` (and --seed N) before `--`"
+            }
+            "--color" => "use `cargo capped --color` before `--`",
+            _ => continue,
+        };
+        return Err(format!("`{arg}` after `--` is not supported: {hint}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let args = normalize_args(args.iter().map(OsString::from));
+        Cli::try_parse_from(args)
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cargo_inserts_capped() {
+        let cli = parse(&[
+            "cargo-capped",
+            "capped",
+            "t2",
+            "-p",
+            "foo",
+            "needle",
+            "--",
+            "--exact",
+        ])
+        .unwrap();
+        let Command::T2(args) = cli.command else {
+            panic!("not t2")
+        };
+        assert_eq!(args.run.cargo.package, ["foo"]);
+        assert_eq!(args.run.filter.as_deref(), Some("needle"));
+        assert_eq!(args.run.test_args, ["--exact"]);
+        let cli = parse(&["cargo-capped", "t1", "--deterministic", "--seed", "7"]).unwrap();
+        let Command::T1(args) = cli.command else {
+            panic!("not t1")
+        };
+        assert!(args.run.options.deterministic);
+        assert_eq!(args.run.options.seed, Some(7));
+    }
+
+    #[test]
+    fn run_takes_our_profile_and_cargo_profile_is_spelled_out() {
+        let cli = parse(&[
+            "cargo-capped",
+            "run",
+            "--profile",
+            "ci",
+            "--cargo-profile",
+            "dev",
+            "--timeout",
+            "30s",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.profile, "ci");
+        assert_eq!(args.run.options.timeout, Some(Duration::from_secs(30)));
+        let cargo = args.run.cargo.to_cargo_args();
+        assert!(
+            cargo.windows(2).any(|w| w == ["--profile", "dev"]),
+            "{cargo:?}"
+        );
+        assert!(parse(&["cargo-capped", "run"]).is_err());
+    }
+
+    #[test]
+    fn bad_usage_is_rejected() {
+        assert!(parse(&["cargo-capped", "t2", "--test-threads", "0"]).is_err());
+        assert!(parse(&["cargo-capped", "t2", "--timeout", "soon"]).is_err());
+        assert!(
+            parse(&[
+                "cargo-capped",
+                "t2",
+                "--deterministic",
+                "--test-threads",
+                "2"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["cargo-capped", "t2", "-v", "-q"]).is_err());
+        assert!(parse(&["cargo-capped", "t2", "--fail-fast", "--no-fail-fast"]).is_err());
+        assert!(parse(&["cargo-capped", "nope"]).is_err());
+    }
+
+    #[test]
+    fn cargo_flags_pass_through() {
+        let cli = parse(&[
+            "cargo-capped",
+            "t2",
+            "--workspace",
+            "--exclude",
+            "x",
+            "--features",
+            "a b",
+            "--release",
+            "--locked",
+            "--test",
+            "it",
+            "-j",
+            "3",
+            "--target-dir",
+            "/tmp/t",
+        ])
+        .unwrap();
+        let Command::T2(args) = cli.command else {
+            panic!("not t2")
+        };
+        let cargo = args.run.cargo.to_cargo_args().join(" ");
+        for expected in [
+            "--workspace",
+            "--exclude x",
+            "--features a b",
+            "--release",
+            "--locked",
+            "--test it",
+            "--jobs 3",
+            "--target-dir /tmp/t",
+        ] {
+            assert!(cargo.contains(expected), "{expected} in {cargo}");
+        }
+    }
+
+    #[test]
+    fn test_args_that_would_break_the_run_are_explained() {
+        assert!(check_test_args(&["--exact".into(), "--nocapture".into()]).is_ok());
+        let message = check_test_args(&["--test-threads=4".into()]).unwrap_err();
+        assert!(message.contains("before `--`"), "{message}");
+        assert!(check_test_args(&["-q".into()]).is_err());
+        assert!(check_test_args(&["--format".into(), "json".into()]).is_err());
+    }
+}

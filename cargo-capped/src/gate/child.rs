@@ -1,0 +1,151 @@
+//! Running the gated command: its own process group, forwarded signals, its exit status.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus};
+use std::sync::{Arc, Mutex};
+
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use signal_hook::iterator::Signals;
+
+use super::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, signal_exit};
+use crate::host::HostRoot;
+use crate::host::process_tree::kill_process_group;
+
+/// The exit status a shell would give for `status`: the code, or 128 + the signal.
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => signal_exit(signal),
+        (None, None) => 1,
+    }
+}
+
+/// Maps a raw signal number we forward to rustix's `Signal`.
+fn to_signal(raw: i32) -> Option<Signal> {
+    Signal::from_named_raw(raw)
+}
+
+/// Spawns `command` with `envs` in a new process group, forwards the signals `signals`
+/// receives to that group until it has exited, and returns its exit status (126/127 when
+/// it cannot be started).
+pub(crate) fn run(
+    command: &[OsString],
+    envs: &[(String, String)],
+    mut signals: Signals,
+    quiet: bool,
+) -> i32 {
+    let say = |message: &str| eprintln!("capped gate: {message}");
+    let Some((program, args)) = command.split_first() else {
+        return EXIT_NOT_FOUND;
+    };
+    let parent = rustix::process::getpid();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe syscalls (prctl, getppid); it allocates nothing on success.
+    unsafe {
+        cmd.pre_exec(move || {
+            // If the gate dies (even by SIGKILL), its slot is freed: CMD must not outlive it.
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            if rustix::process::getppid() != Some(parent) {
+                return Err(io::Error::from_raw_os_error(libc_esrch()));
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let shown = program.to_string_lossy();
+            say(&format!("error: cannot run `{shown}`: {e}"));
+            return match e.kind() {
+                io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                _ => EXIT_CANNOT_EXECUTE,
+            };
+        }
+    };
+    let pid = child.id();
+    // Forward signals until the child has exited; `exited` is set before the child is
+    // reaped, so its pid (and group id) cannot have been reused when we signal it.
+    let exited = Arc::new(Mutex::new(false));
+    let handle = signals.handle();
+    let forward_exited = Arc::clone(&exited);
+    let forwarder = std::thread::Builder::new()
+        .name("capped-gate-signals".to_string())
+        .spawn(move || {
+            for raw in signals.forever() {
+                let done = forward_exited.lock().unwrap_or_else(|p| p.into_inner());
+                if *done {
+                    break;
+                }
+                if let Some(signal) = to_signal(raw) {
+                    let _ = kill_process_group(pid, signal);
+                }
+            }
+        });
+    if let Err(e) = &forwarder {
+        say(&format!(
+            "warning: signals will not be forwarded to CMD: {e}"
+        ));
+    }
+    // Wait for the exit without reaping, so the pid stays ours while the forwarder may
+    // still use it.
+    if let Some(raw) = Pid::from_raw(pid as i32) {
+        let wait = || {
+            rustix::process::waitid(
+                WaitId::Pid(raw),
+                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+            )
+        };
+        while let Err(rustix::io::Errno::INTR) = wait() {}
+    }
+    *exited.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    let status = child.wait();
+    handle.close();
+    if let Ok(thread) = forwarder {
+        let _ = thread.join();
+    }
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            say(&format!("error: cannot wait for CMD: {e}"));
+            return 1;
+        }
+    };
+    if !quiet {
+        warn_leftovers(pid);
+    }
+    exit_code(status)
+}
+
+/// `ESRCH`: the gate died before CMD could be executed.
+fn libc_esrch() -> i32 {
+    rustix::io::Errno::SRCH.raw_os_error()
+}
+
+/// Warns when processes CMD started are still running in its group after it exited: they
+/// are no longer covered by the slot.
+fn warn_leftovers(pgid: u32) {
+    let Ok(table) = HostRoot::system().process_table() else {
+        return;
+    };
+    let left: Vec<String> = table
+        .processes()
+        .iter()
+        .filter(|p| p.pgrp == pgid && p.state != 'Z')
+        .map(|p| format!("{} ({})", p.pid, p.comm))
+        .collect();
+    if !left.is_empty() {
+        eprintln!(
+            "capped gate: warning: CMD exited but {} process{} it started still run{} in its process group: {}; the slot is released now, they are no longer gated",
+            left.len(),
+            if left.len() == 1 { "" } else { "es" },
+            if left.len() == 1 { "s" } else { "" },
+            left.join(", ")
+        );
+    }
+}

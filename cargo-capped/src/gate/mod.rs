@@ -1,0 +1,336 @@
+//! `cargo capped gate --group NAME [--max N] [--timeout DUR] -- CMD [ARGS]`: run a command
+//! while holding a host-wide slot of a group (the seeds' `e2e-gate.sh`, made safe).
+//!
+//! The gate takes one slot of group `NAME` in the **host** lock dir (the same lock files
+//! `#[capped(group = "NAME")]` tests and `cargo capped` runs use, so a gated script and a
+//! test suite share one GPU fairly), then runs CMD in a process group of its own with
+//! `CAPPED_SLOT_<NAME>=<slot>` in its environment, forwards SIGINT, SIGTERM and SIGHUP to
+//! that group, and exits with CMD's status. The slot is a `flock`ed file: the kernel frees
+//! it when the gate dies, even by SIGKILL (CMD itself then gets a SIGKILL through
+//! `PR_SET_PDEATHSIG`).
+//!
+//! While it waits, the gate says on stderr who holds the slots — pid and command line —
+//! at once and then every [`REPORT_EVERY`]; `-q` silences that. Waits poll with jittered
+//! backoff of at most 8 ms, so a freed slot is taken within ~10 ms.
+//!
+//! # Exit status
+//!
+//! | status | meaning |
+//! | --- | --- |
+//! | CMD's | CMD ran and exited |
+//! | 128 + N | CMD was killed by signal N (or the gate got signal N while waiting) |
+//! | [`EXIT_TIMEOUT`] (124) | `--timeout` passed before a slot was free (as `timeout(1)`) |
+//! | [`EXIT_USAGE`] (2) | bad group name or flags, unusable lock dir, bad config |
+//! | 126 / 127 | CMD could not be executed / was not found (as a shell) |
+//!
+//! # Inside CMD
+//!
+//! * `CAPPED_SLOT_<NAME>` is the slot held; `CAPPED_LOCK_DIR` the host lock dir used.
+//! * `CAPPED_GROUPS` gets `NAME=1@workspace`: tests inside CMD that take the same group
+//!   again (`#[capped(group = "NAME")]`) must not wait for the slot the gate itself holds
+//!   (that would never end), so inside the gated job the group serializes per workspace
+//!   instead, one holder at a time. Their `capped_test::slot("NAME")` is then 0, whatever
+//!   slot the gate holds; read `CAPPED_SLOT_<NAME>` for the gate's.
+//! * A gate whose slot is already held by one of its **ancestors** (a gate inside a gate,
+//!   or inside a test or run holding that group) runs CMD at once under that slot instead
+//!   of waiting for itself.
+//! * CMD is not in the terminal's foreground process group: a CMD that reads from the
+//!   terminal is stopped (SIGTTIN). Gate batch jobs, not interactive programs.
+//!
+//! # Wiring (cli.rs, main.rs)
+//!
+//! Add a variant to `cli::Command`:
+//!
+//! ```ignore
+//! /// Run a command while holding a host-wide slot of a group (as flock(1), but capped's).
+//! Gate(crate::gate::GateArgs),
+//! ```
+//!
+//! and in `main.rs`'s dispatch: `Command::Gate(args) => Ok(gate::run(&args))`. The gate
+//! installs its own signal handling (signal-hook's iterator, which coexists with the
+//! runner's flag handlers), so it works whether or not `run::signals::install()` ran first.
+
+mod child;
+mod holders;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use capped_test::protocol::{self, env};
+use capped_test::units::{check_group_name, format_duration, parse_duration};
+use capped_test::{Caps, Request};
+use clap::Args;
+use signal_hook::iterator::Signals;
+
+/// Exit status when `--timeout` passed before a slot was free (as `timeout(1)`).
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit status for bad usage: a bad group name, an unusable lock dir, a config error.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status when CMD exists but cannot be executed (as a shell).
+pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+/// Exit status when CMD is not found (as a shell).
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// How often a waiting gate repeats who holds the slots.
+pub const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// The signals the gate forwards to CMD's process group.
+pub const FORWARDED_SIGNALS: [i32; 3] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+];
+
+/// `cargo capped gate`: run CMD while holding a host-wide slot of a group.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "CMD runs in its own process group with CAPPED_SLOT_<NAME>=<slot>; SIGINT, SIGTERM and SIGHUP are forwarded to it. \
+        The slot is freed when CMD exits or the gate dies (even by SIGKILL).\n\n\
+        Exit status: CMD's own; 128+N when CMD was killed by signal N; 124 when --timeout passed before a slot was free; \
+        2 bad usage (group name, lock dir, config); 126 CMD cannot be executed; 127 CMD not found."
+)]
+pub struct GateArgs {
+    /// The group whose slot to take: [a-z0-9][a-z0-9_-]{0,63} (e.g. gpu, crossval, e2e).
+    #[arg(long, value_name = "NAME", value_parser = group_name)]
+    pub group: String,
+    /// How many holders the group allows at once [default: the group's `max` in
+    /// $CAPPED_GROUPS, else in .config/capped.toml found from the current dir, else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max: Option<u32>,
+    /// Give up waiting for a slot after DUR (30s, 5m, 1h30m) and exit with status 124.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The host lock dir [default: $CAPPED_LOCK_DIR, else $XDG_RUNTIME_DIR/capped, else
+    /// /tmp/capped-<uid>].
+    #[arg(long, value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
+    /// Do not say who holds the slot while waiting (errors and timeouts are still shown).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+fn group_name(text: &str) -> Result<String, String> {
+    check_group_name(text).map(|()| text.to_string())
+}
+
+/// Where the group's `max` came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MaxSource {
+    Flag,
+    Env,
+    Config,
+    Default,
+}
+
+/// Resolves the group's capacity: `--max`, else `$CAPPED_GROUPS`, else the config found
+/// from `cwd`, else 1. Errors (a malformed `CAPPED_GROUPS`, a bad config) name the place.
+fn resolve_max(
+    args: &GateArgs,
+    get: &dyn Fn(&str) -> Option<String>,
+    cwd: &std::path::Path,
+) -> Result<(u32, MaxSource), String> {
+    if let Some(max) = args.max {
+        return Ok((max, MaxSource::Flag));
+    }
+    if let Some(text) = get(env::GROUPS).filter(|t| !t.trim().is_empty()) {
+        let groups = protocol::parse_groups(&text).map_err(|e| {
+            format!(
+                "environment variable {}={text:?} is malformed: {e}",
+                env::GROUPS
+            )
+        })?;
+        if let Some(limit) = groups.get(&args.group) {
+            return Ok((limit.max, MaxSource::Env));
+        }
+    }
+    let config = capped_test::config::Config::discover(cwd).map_err(|e| e.to_string())?;
+    match config.groups.get(&args.group) {
+        Some(group) => Ok((group.max, MaxSource::Config)),
+        None => Ok((1, MaxSource::Default)),
+    }
+}
+
+/// `CAPPED_GROUPS` for CMD: the inherited entries, with `group` as `group=1@workspace`
+/// (see the module docs). A malformed inherited value is replaced.
+fn child_groups(inherited: Option<&str>, group: &str) -> String {
+    let mut groups = inherited
+        .and_then(|text| protocol::parse_groups(text).ok())
+        .unwrap_or_default();
+    groups.insert(
+        group.to_string(),
+        protocol::GroupLimit {
+            max: 1,
+            scope: capped_test::Scope::Workspace,
+        },
+    );
+    protocol::format_groups(groups.iter().map(|(name, limit)| (name.as_str(), *limit)))
+}
+
+/// The signal number a status of 128 + N stands for.
+fn signal_exit(signal: i32) -> i32 {
+    128 + signal
+}
+
+/// Runs the gate; returns the process exit status (see the module docs).
+pub fn run(args: &GateArgs) -> i32 {
+    let say = |message: &str| eprintln!("capped gate: {message}");
+    if let Err(message) = check_group_name(&args.group) {
+        say(&format!("error: {message}"));
+        return EXIT_USAGE;
+    }
+    if args.command.is_empty() {
+        say("error: no command given; usage: cargo capped gate --group NAME -- CMD [ARGS]");
+        return EXIT_USAGE;
+    }
+    // Registered first, so that a signal at any point is seen (while waiting: give up).
+    let mut signals = match Signals::new(FORWARDED_SIGNALS) {
+        Ok(signals) => signals,
+        Err(e) => {
+            say(&format!("error: cannot install signal handlers: {e}"));
+            return 1;
+        }
+    };
+    let get_env = |var: &str| std::env::var(var).ok();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let (max, source) = match resolve_max(args, &get_env, &cwd) {
+        Ok(found) => found,
+        Err(message) => {
+            say(&format!("error: {message}"));
+            return EXIT_USAGE;
+        }
+    };
+    let lock_dir = args
+        .lock_dir
+        .as_ref()
+        .map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
+        .map(|dir| dir.display().to_string())
+        .or_else(|| get_env(env::LOCK_DIR));
+    let groups = format!("{}={max}@host", args.group);
+    let caps_env = |var: &str| match var {
+        env::GROUPS => Some(groups.clone()),
+        env::LOCK_DIR => lock_dir.clone(),
+        "XDG_RUNTIME_DIR" => get_env(var),
+        _ => None,
+    };
+    let caps = match Caps::from_sources(&caps_env, &[], None) {
+        Ok(caps) => caps,
+        Err(e) => {
+            say(&format!("error: {e}"));
+            return EXIT_USAGE;
+        }
+    };
+    let resolved = match Request::new().group(&args.group).resolve(&caps) {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            say(&format!("error: {e}"));
+            return EXIT_USAGE;
+        }
+    };
+    let what = format!(
+        "a `{}` slot (max {max}{}, lock dir {})",
+        args.group,
+        match source {
+            MaxSource::Flag => "",
+            MaxSource::Env => " from $CAPPED_GROUPS",
+            MaxSource::Config => " from .config/capped.toml",
+            MaxSource::Default => ", the default",
+        },
+        caps.host_lock_dir().display()
+    );
+
+    let asked = Instant::now();
+    let deadline = args.timeout.map(|t| asked + t);
+    let mut backoff = Duration::from_micros(500);
+    let mut next_report = asked;
+    let mut slot_env: Vec<(String, String)>;
+    let guard = loop {
+        match resolved.try_take(asked) {
+            Ok(Some(guard)) => {
+                slot_env = guard.envs();
+                break Some(guard);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                say(&format!("error: cannot take {what}: {e}"));
+                return EXIT_USAGE;
+            }
+        }
+        let now = Instant::now();
+        if now >= next_report || deadline.is_some_and(|d| now >= d) {
+            let holders = holders::describe(&resolved.holders());
+            if let Some(slot) = holders::held_by_ancestor(&holders) {
+                if !args.quiet {
+                    say(&format!(
+                        "`{}` slot {} is held by pid {}, an ancestor of this gate; running CMD under that slot",
+                        args.group,
+                        slot.slot,
+                        slot.pid.unwrap_or(0)
+                    ));
+                }
+                slot_env = vec![(env::slot_var(&args.group), slot.slot.to_string())];
+                break None;
+            }
+            let shown = holders::render(&holders);
+            if deadline.is_some_and(|d| now >= d) {
+                say(&format!(
+                    "gave up waiting for {what} after {} (--timeout); held by {shown}",
+                    format_duration(now - asked)
+                ));
+                return EXIT_TIMEOUT;
+            }
+            if !args.quiet {
+                if next_report == asked {
+                    say(&format!("waiting for {what}; held by {shown}"));
+                } else {
+                    say(&format!(
+                        "still waiting for {what} after {}; held by {shown}",
+                        format_duration(now - asked)
+                    ));
+                }
+            }
+            next_report = now + REPORT_EVERY;
+        }
+        if let Some(signal) = signals.pending().next() {
+            say(&format!(
+                "interrupted by signal {signal} while waiting for {what}"
+            ));
+            return signal_exit(signal);
+        }
+        let mut sleep = backoff.mul_f64(0.5 + fastrand::f64());
+        backoff = (backoff * 2).min(Duration::from_millis(8));
+        if let Some(deadline) = deadline {
+            sleep = sleep.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        std::thread::sleep(sleep);
+    };
+    if let Some(guard) = &guard
+        && !args.quiet
+        && guard.waited() >= Duration::from_millis(100)
+    {
+        say(&format!(
+            "got `{}` slot {} after {}",
+            args.group,
+            guard.slot(&args.group).unwrap_or(0),
+            format_duration(guard.waited())
+        ));
+    }
+    slot_env.push((
+        env::LOCK_DIR.to_string(),
+        caps.host_lock_dir().display().to_string(),
+    ));
+    slot_env.push((
+        env::GROUPS.to_string(),
+        child_groups(get_env(env::GROUPS).as_deref(), &args.group),
+    ));
+    let code = child::run(&args.command, &slot_env, signals, args.quiet);
+    // The slot is released only now, after CMD has exited.
+    drop(guard);
+    code
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,394 @@
+//! *Plan*: profile + config + command line → the caps of this run.
+//!
+//! The profile comes from the subcommand (`t2`, `t1`, `run --profile NAME`) and is looked
+//! up in `.config/capped.toml` at the workspace root merged over the built-in `t1`/`t2`
+//! ([`capped_test::config`]). Command-line options override the profile. The result is
+//! one environment map ([`Plan::env_for_run`]) from which both the runner and every test
+//! process compute their [`capped_test::Caps`], so both sides agree.
+//!
+//! Issue 5 (preflight, degrade) hooks in here: a degrade decision lowers [`Plan::width`]
+//! before the run starts.
+
+pub mod workspace;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use capped_test::config::{Config, GroupConfig};
+use capped_test::protocol::{self, GroupLimit, env};
+use capped_test::{Caps, DETERMINISTIC_SEED};
+
+use crate::cli::{CargoArgs, OutputArgs, RunOptions};
+use crate::errors::{Error, Result};
+pub use workspace::{PackageInfo, Workspace};
+
+/// Everything decided before the build: the caps of the run and how to report it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The workspace.
+    pub workspace: Workspace,
+    /// The config (built-ins merged with the file).
+    pub config: Config,
+    /// The capped profile's name.
+    pub profile: String,
+    /// The run's width.
+    pub width: u32,
+    /// Global rayon pool size per test process.
+    pub rayon_threads: u32,
+    /// BLAS/OpenMP threads.
+    pub blas_threads: u32,
+    /// Worker threads of the capped tokio runtime.
+    pub async_threads: u32,
+    /// Deterministic mode.
+    pub deterministic: bool,
+    /// The run seed (drawn at random when neither given nor deterministic).
+    pub seed: u64,
+    /// Shuffle the order of binaries (and harness tests).
+    pub shuffle: bool,
+    /// Per test binary.
+    pub timeout: Option<Duration>,
+    /// Default per-test timeout for harness/attribute tests (`CAPPED_TEST_TIMEOUT`).
+    pub test_timeout: Option<Duration>,
+    /// Memory budget for `mem = ".."` reservations.
+    pub mem_budget: Option<u64>,
+    /// Host lock dir.
+    pub lock_dir: PathBuf,
+    /// The profile's `[env]`.
+    pub profile_env: BTreeMap<String, String>,
+    /// Stop starting binaries after the first failure.
+    pub fail_fast: bool,
+    /// Cargo's flags for the build.
+    pub cargo: CargoArgs,
+    /// The test-name filter.
+    pub filter: Option<String>,
+    /// Arguments after `--` for every test binary.
+    pub test_args: Vec<String>,
+    /// Output options.
+    pub output: OutputArgs,
+}
+
+/// What a planned run needs from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct PlanInput {
+    /// The capped profile.
+    pub profile: String,
+    /// Cargo's flags.
+    pub cargo: CargoArgs,
+    /// Run options.
+    pub options: RunOptions,
+    /// Output options.
+    pub output: OutputArgs,
+    /// Filter.
+    pub filter: Option<String>,
+    /// Args after `--`.
+    pub test_args: Vec<String>,
+}
+
+impl Plan {
+    /// Discovers the workspace, reads its config and resolves the profile.
+    pub fn new(input: PlanInput) -> Result<Plan> {
+        crate::cli::check_test_args(&input.test_args).map_err(Error::Usage)?;
+        if input.cargo.doc {
+            return Err(Error::Usage(
+                "--doc is not supported: doc tests are compiled and run by rustdoc at test time, outside \
+                 any binary cargo capped can schedule and cap; run them with `cargo test --doc`"
+                    .into(),
+            ));
+        }
+        let workspace = Workspace::discover(&input.cargo)?;
+        let config_path = workspace
+            .root
+            .join(capped_test::config::CONFIG_RELATIVE_PATH);
+        let config = if config_path.is_file() {
+            Config::load(&config_path)?
+        } else {
+            Config::default()
+        };
+        Plan::resolve(workspace, config, input)
+    }
+
+    /// Resolves the profile against a config (separate from discovery for tests).
+    pub fn resolve(workspace: Workspace, config: Config, input: PlanInput) -> Result<Plan> {
+        let Some(profile) = config.profile(&input.profile).cloned() else {
+            let known: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
+            let source = match &config.path {
+                Some(path) => format!("the built-in t1/t2 and {}", path.display()),
+                None => format!(
+                    "the built-in t1/t2 (no {} in {})",
+                    capped_test::config::CONFIG_RELATIVE_PATH,
+                    workspace.root.display()
+                ),
+            };
+            return Err(Error::Config(format!(
+                "unknown profile `{}`; known profiles: {} (from {source})",
+                input.profile,
+                known.join(", ")
+            )));
+        };
+        let options = &input.options;
+        let deterministic = options.deterministic || profile.deterministic.unwrap_or(false);
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let width = options
+            .test_threads
+            .or(profile.test_threads)
+            .unwrap_or(available);
+        let rayon_threads = options
+            .rayon_threads
+            .or(profile.rayon_threads)
+            .unwrap_or(width);
+        let blas_threads = profile.blas_threads.unwrap_or(1);
+        let async_threads = profile.async_threads.unwrap_or(rayon_threads);
+        let (width, rayon_threads, blas_threads, async_threads) = if deterministic {
+            (1, 1, 1, 1)
+        } else {
+            (width, rayon_threads, blas_threads, async_threads)
+        };
+        let seed = match options.seed.or(profile.seed) {
+            Some(seed) => seed,
+            None if deterministic => DETERMINISTIC_SEED,
+            // Short enough to type back in a reproduction line.
+            None => fastrand::u64(..1_000_000_000),
+        };
+        let lock_dir = match &options.lock_dir {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => std::env::current_dir()
+                .map_err(|e| Error::internal("cannot read the current directory", e))?
+                .join(dir),
+            None => capped_test::resource::lock_dir::default_host_lock_dir(&|var| {
+                std::env::var(var).ok()
+            }),
+        };
+        capped_test::resource::lock_dir::ensure_private_dir(&lock_dir)?;
+        Ok(Plan {
+            workspace,
+            profile: input.profile,
+            width,
+            rayon_threads,
+            blas_threads,
+            async_threads,
+            deterministic,
+            seed,
+            shuffle: options.shuffle || profile.shuffle.unwrap_or(false),
+            timeout: options.timeout.or(profile.timeout),
+            test_timeout: profile.test_timeout,
+            mem_budget: profile.mem_budget,
+            lock_dir,
+            profile_env: profile.env.clone(),
+            fail_fast: options.fail_fast,
+            cargo: input.cargo,
+            filter: input.filter,
+            test_args: input.test_args,
+            output: input.output,
+            config,
+        })
+    }
+
+    /// The groups as every test process sees them (`CAPPED_GROUPS`).
+    pub fn group_limits(&self) -> BTreeMap<String, GroupLimit> {
+        self.config
+            .groups
+            .iter()
+            .map(|(name, group)| {
+                (
+                    name.clone(),
+                    GroupLimit {
+                        max: group.max,
+                        scope: group.scope,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The groups whose `binaries` patterns claim a test binary named `target`.
+    pub fn groups_claiming(&self, target: &str) -> Vec<String> {
+        self.config
+            .groups
+            .iter()
+            .filter(|(_, group): &(&String, &GroupConfig)| group.claims_binary(target))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The `CAPPED_*` variables of the run (`run` is `None` for listing outside a run):
+    /// the map from which the runner's and every child's caps are computed.
+    pub fn capped_vars(&self, run: Option<(&str, &std::path::Path)>) -> BTreeMap<String, String> {
+        let mut vars = BTreeMap::new();
+        let mut set = |k: &str, v: String| {
+            vars.insert(k.to_string(), v);
+        };
+        set(env::CAPPED, "1".into());
+        set(env::PROFILE, self.profile.clone());
+        set(env::TEST_THREADS, self.width.to_string());
+        set(env::RAYON_THREADS, self.rayon_threads.to_string());
+        set(env::BLAS_THREADS, self.blas_threads.to_string());
+        set(env::ASYNC_THREADS, self.async_threads.to_string());
+        set(env::DETERMINISTIC, u8::from(self.deterministic).to_string());
+        set(env::SEED, self.seed.to_string());
+        let limits = self.group_limits();
+        set(
+            env::GROUPS,
+            protocol::format_groups(limits.iter().map(|(k, v)| (k.as_str(), *v))),
+        );
+        set(env::LOCK_DIR, self.lock_dir.display().to_string());
+        if self.shuffle {
+            set(env::SHUFFLE, "1".into());
+        }
+        if let Some(timeout) = self.test_timeout {
+            set(env::TEST_TIMEOUT, format!("{}ms", timeout.as_millis()));
+        }
+        if let Some(budget) = self.mem_budget {
+            set(env::MEM_BUDGET, budget.to_string());
+        }
+        if let Some((run_id, run_dir)) = run {
+            set(env::RUN_ID, run_id.to_string());
+            set(env::RUN_DIR, run_dir.display().to_string());
+        }
+        vars
+    }
+
+    /// The environment every test process of the run gets, and the runner's own caps
+    /// computed from that very environment.
+    pub fn env_for_run(
+        &self,
+        run: Option<(&str, &std::path::Path)>,
+    ) -> Result<(BTreeMap<String, String>, Caps)> {
+        let vars = self.capped_vars(run);
+        let caps = Caps::from_sources(&|var| vars.get(var).cloned(), &[], None)?;
+        let mut env: BTreeMap<String, String> = self.profile_env.clone();
+        env.extend(caps.child_env());
+        // `child_env` covers what `Caps` knows; keep our own values for the rest.
+        for (k, v) in vars {
+            env.entry(k).or_insert(v);
+        }
+        let caps = caps.with_target_dir(Some(self.workspace.target_dir.clone()));
+        Ok((env, caps))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn workspace() -> Workspace {
+        Workspace {
+            root: PathBuf::from("/ws"),
+            target_dir: PathBuf::from("/ws/target"),
+            packages: HashMap::new(),
+        }
+    }
+
+    fn plan(config: &str, profile: &str, options: RunOptions) -> Result<Plan> {
+        let lock_dir = tempfile::tempdir().unwrap().keep();
+        let config = Config::parse(
+            Some(std::path::Path::new("/ws/.config/capped.toml")),
+            config,
+        )?;
+        Plan::resolve(
+            workspace(),
+            config,
+            PlanInput {
+                profile: profile.into(),
+                options: RunOptions {
+                    lock_dir: Some(lock_dir),
+                    ..options
+                },
+                ..PlanInput::default()
+            },
+        )
+    }
+
+    #[test]
+    fn builtin_profiles_and_cli_overrides() {
+        let t2 = plan("", "t2", RunOptions::default()).unwrap();
+        assert_eq!((t2.width, t2.rayon_threads, t2.blas_threads), (2, 2, 1));
+        assert!(!t2.deterministic);
+        let t2 = plan(
+            "[profile.t2]\nrayon-threads = 3\n",
+            "t2",
+            RunOptions {
+                test_threads: Some(4),
+                ..RunOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((t2.width, t2.rayon_threads), (4, 3));
+    }
+
+    #[test]
+    fn deterministic_pins_everything_and_fixes_the_seed() {
+        let t1 = plan(
+            "",
+            "t1",
+            RunOptions {
+                deterministic: true,
+                ..RunOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                t1.width,
+                t1.rayon_threads,
+                t1.blas_threads,
+                t1.async_threads
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(t1.seed, 42);
+        let t1 = plan(
+            "",
+            "t1",
+            RunOptions {
+                deterministic: true,
+                seed: Some(7),
+                ..RunOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(t1.seed, 7);
+        let det = plan(
+            "[profile.det]\ndeterministic = true\ntest-threads = 8\n",
+            "det",
+            RunOptions::default(),
+        )
+        .unwrap();
+        assert_eq!((det.width, det.seed), (1, 42));
+    }
+
+    #[test]
+    fn unknown_profile_lists_the_known_ones() {
+        let message = plan("[profile.ci]\n", "nope", RunOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("unknown profile `nope`"), "{message}");
+        assert!(message.contains("ci, t1, t2"), "{message}");
+    }
+
+    #[test]
+    fn the_env_and_the_runner_caps_agree() {
+        let plan = plan(
+            "[profile.ci]\ntest-threads = 3\nrayon-threads = 2\nseed = 5\ntest-timeout = \"9s\"\n[profile.ci.env]\nMYAPP = \"1\"\nRAYON_NUM_THREADS = \"64\"\n[groups.gpu]\nmax = 1\nbinaries = [\"gpu*\"]\n",
+            "ci",
+            RunOptions::default(),
+        )
+        .unwrap();
+        let run_dir = PathBuf::from("/ws/target/capped/runs/r1");
+        let (env, caps) = plan.env_for_run(Some(("r1", &run_dir))).unwrap();
+        assert_eq!(env["MYAPP"], "1");
+        assert_eq!(env["RAYON_NUM_THREADS"], "2", "the caps win over [env]");
+        assert_eq!(env["CAPPED_TEST_THREADS"], "3");
+        assert_eq!(env["CAPPED_SEED"], "5");
+        assert_eq!(env["CAPPED_RUN_DIR"], "/ws/target/capped/runs/r1");
+        assert_eq!(env["CAPPED_GROUPS"], "gpu=1@host");
+        assert_eq!(env["CAPPED_TEST_TIMEOUT"], "9000ms");
+        assert_eq!(env["OMP_NUM_THREADS"], "1");
+        assert_eq!(caps.test_threads(), 3);
+        assert_eq!(caps.seed(), 5);
+        assert_eq!(caps.run_dir(), Some(run_dir.as_path()));
+        assert_eq!(plan.groups_claiming("gpu_suite"), ["gpu"]);
+        assert!(plan.groups_claiming("light").is_empty());
+    }
+}

@@ -1,0 +1,474 @@
+//! The human report: a header, one line per finished test (nextest style), failing tests'
+//! output under their names, notices, binary-level problems, and the closing summary.
+//!
+//! ```text
+//! cargo capped: profile t2 — width 2, rayon 2, seed 42 (deterministic)
+//!     Starting 40 tests across 5 binaries
+//!         PASS [    0.012s] pkg::integration tests::adds
+//!         FAIL [    0.503s] pkg::integration tests::divides
+//! --- OUTPUT: pkg::integration tests::divides ---
+//! thread 'tests::divides' panicked at tests/integration.rs:9:5:
+//! attempt to divide by zero
+//!
+//!      TIMEOUT [   30.001s] pkg::heavy solver::converges (after 30.00s)
+//!         SKIP [          ] pkg gpu::matmul (needs a GPU)
+//!      NOT RUN [          ] pkg::heavy solver::after: its binary was killed …
+//!      CRASHED [    1.204s] pkg::ffi: signal 11 (SIGSEGV)
+//! ------------
+//!      Summary [   12.300s] 40 tests run: 38 passed, 1 failed, 1 timed out, 2 skipped
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::Verbosity;
+use super::style::{Painter, Style, bracketed_duration, millis, seconds};
+use crate::events::{BinaryId, RunEvent, RunSummary, TestResult, TestStatus};
+use crate::libtest::describe_signal;
+use capped_test::units::{format_duration, format_size};
+
+/// How many not-run tests the summary names one by one.
+const NOT_RUN_LISTED: usize = 20;
+
+/// The run's settings, from `RunStarted`.
+#[derive(Debug, Clone)]
+struct Header {
+    profile: String,
+    width: u32,
+    seed: u64,
+    deterministic: bool,
+}
+
+/// Renders events as text for people; the caller writes it.
+#[derive(Debug)]
+pub struct Human {
+    painter: Painter,
+    verbosity: Verbosity,
+    header: Option<Header>,
+    /// Failed, timed-out and killed tests, in the order they finished.
+    failures: Vec<TestResult>,
+    not_run: Vec<TestResult>,
+    /// Binary-level problems, one line each.
+    problems: Vec<String>,
+    counts: BTreeMap<&'static str, usize>,
+}
+
+impl Human {
+    /// A renderer with colors on or off.
+    pub fn new(painter: Painter, verbosity: Verbosity) -> Human {
+        Human {
+            painter,
+            verbosity,
+            header: None,
+            failures: Vec::new(),
+            not_run: Vec::new(),
+            problems: Vec::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    /// The text for one event (empty when it shows nothing at this verbosity). The run's
+    /// summary is rendered by [`Human::summary`] instead.
+    pub fn event(&mut self, event: &RunEvent) -> String {
+        let mut out = String::new();
+        let p = self.painter;
+        match event {
+            RunEvent::RunStarted {
+                profile,
+                width,
+                rayon_threads,
+                seed,
+                deterministic,
+                shuffle,
+                binaries,
+                tests,
+                ..
+            } => {
+                self.header = Some(Header {
+                    profile: profile.clone(),
+                    width: *width,
+                    seed: *seed,
+                    deterministic: *deterministic,
+                });
+                if self.verbosity == Verbosity::Quiet {
+                    return out;
+                }
+                let mode = match (*deterministic, *shuffle) {
+                    (true, true) => " (deterministic, shuffled)",
+                    (true, false) => " (deterministic)",
+                    (false, true) => " (shuffled)",
+                    (false, false) => "",
+                };
+                let _ = writeln!(
+                    out,
+                    "{} profile {profile} — width {width}, rayon {rayon_threads}, seed {seed}{mode}",
+                    p.paint(Style::Bold, "cargo capped:")
+                );
+                let _ = writeln!(
+                    out,
+                    "{} {tests} test{} across {binaries} binar{}",
+                    p.label(Style::Pass, "Starting"),
+                    plural(*tests),
+                    if *binaries == 1 { "y" } else { "ies" }
+                );
+            }
+            RunEvent::Notice { message } => {
+                let _ = writeln!(out, "{} {message}", p.label(Style::Warn, "NOTICE"));
+            }
+            RunEvent::BinaryStarted {
+                binary,
+                pid,
+                width_slots,
+                groups,
+            } => {
+                if self.verbosity == Verbosity::Verbose {
+                    let mut details = format!("pid {pid}");
+                    if *width_slots > 0 {
+                        let _ = write!(
+                            details,
+                            ", {width_slots} width slot{}",
+                            plural(*width_slots as usize)
+                        );
+                    }
+                    if !groups.is_empty() {
+                        let _ = write!(details, ", holds {}", groups.join(", "));
+                    }
+                    let _ = writeln!(
+                        out,
+                        "{} {} ({details})",
+                        p.label(Style::Dim, "START"),
+                        p.paint(Style::Binary, &binary.to_string())
+                    );
+                }
+            }
+            RunEvent::TestStarted { .. } => {}
+            RunEvent::TestFinished(result) => self.test_finished(result, &mut out),
+            RunEvent::BinaryFinished {
+                binary,
+                exit_code,
+                signal,
+                killed_because,
+                duration,
+                peak_rss,
+                stray_output,
+            } => {
+                let problem = match (killed_because, signal, exit_code) {
+                    (Some(why), _, _) => Some(("KILLED", why.clone())),
+                    (None, Some(signal), _) => Some(("CRASHED", describe_signal(*signal))),
+                    (None, None, Some(code)) if *code != 0 && *code != 101 => {
+                        Some(("EXITED", format!("exit code {code}")))
+                    }
+                    _ => None,
+                };
+                let when = bracketed_duration(Some(*duration));
+                let name = p.paint(Style::Binary, &binary.to_string());
+                if let Some((label, what)) = &problem {
+                    self.problems.push(format!("{binary}: {what}"));
+                    let _ = writeln!(out, "{} {when} {name}: {what}", p.label(Style::Fail, label));
+                } else if self.verbosity == Verbosity::Verbose {
+                    let mut details = format!("exit code {}", exit_code.unwrap_or(0));
+                    if let Some(rss) = peak_rss {
+                        let _ = write!(details, ", peak RSS {}", format_size(*rss));
+                    }
+                    let _ = writeln!(
+                        out,
+                        "{} {when} {name} ({details})",
+                        p.label(Style::Dim, "DONE")
+                    );
+                }
+                let show_output = problem.is_some() || self.verbosity == Verbosity::Verbose;
+                if show_output && !stray_output.trim().is_empty() {
+                    self.output_block(
+                        &format!("{binary} (not from any one test)"),
+                        stray_output,
+                        &mut out,
+                    );
+                }
+            }
+            RunEvent::RunFinished(_) => {}
+        }
+        out
+    }
+
+    fn test_finished(&mut self, result: &TestResult, out: &mut String) {
+        let p = self.painter;
+        *self.counts.entry(result.status.keyword()).or_default() += 1;
+        let (label, style, detail) = match &result.status {
+            TestStatus::Passed => ("PASS", Style::Pass, String::new()),
+            TestStatus::Failed => ("FAIL", Style::Fail, String::new()),
+            TestStatus::Ignored => (
+                "SKIP",
+                Style::Warn,
+                if result.output.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", result.output)
+                },
+            ),
+            TestStatus::TimedOut { after } => (
+                "TIMEOUT",
+                Style::Fail,
+                format!(" (after {})", format_duration(*after)),
+            ),
+            TestStatus::KilledForMemory { .. } => (
+                "KILLED (memory)",
+                Style::Fail,
+                format!(" ({})", memory_detail(&result.status)),
+            ),
+            TestStatus::NotRun { reason } => ("NOT RUN", Style::Warn, format!(": {reason}")),
+        };
+        let failure = matches!(
+            result.status,
+            TestStatus::Failed | TestStatus::TimedOut { .. } | TestStatus::KilledForMemory { .. }
+        );
+        if failure {
+            self.failures.push(result.clone());
+        }
+        if matches!(result.status, TestStatus::NotRun { .. }) {
+            self.not_run.push(result.clone());
+        }
+        let show = match self.verbosity {
+            Verbosity::Quiet => failure,
+            Verbosity::Normal | Verbosity::Verbose => true,
+        };
+        if !show {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "{} {} {} {}{detail}",
+            p.label(style, label),
+            bracketed_duration(result.duration),
+            p.paint(Style::Binary, &result.binary.to_string()),
+            p.paint(Style::Bold, &result.name),
+        );
+        if failure && !result.output.trim().is_empty() {
+            self.output_block(
+                &format!("{} {}", result.binary, result.name),
+                &result.output,
+                out,
+            );
+        }
+    }
+
+    /// `--- OUTPUT: WHAT ---`, the text, and a blank line.
+    fn output_block(&self, what: &str, text: &str, out: &mut String) {
+        let header = format!("--- OUTPUT: {what} ---");
+        let _ = writeln!(out, "{}", self.painter.paint(Style::Fail, &header));
+        let _ = writeln!(out, "{}", text.trim_end());
+        out.push('\n');
+    }
+
+    /// The closing summary. `junit` is where the JUnit report went, or why it could not be
+    /// written.
+    pub fn summary(&self, summary: &RunSummary, junit: Option<Result<&Path, String>>) -> String {
+        let p = self.painter;
+        let mut out = String::new();
+        let counts = if summary.counts.is_empty() {
+            &self.counts
+        } else {
+            &summary.counts
+        };
+        let count = |key: &str| counts.get(key).copied().unwrap_or(0);
+        let (passed, failed, timed_out, killed) = (
+            count("passed"),
+            count("failed"),
+            count("timed-out"),
+            count("killed-mem"),
+        );
+        let (skipped, not_run) = (count("ignored"), count("not-run"));
+        let run = passed + failed + timed_out + killed;
+        let mut parts = vec![p.paint(Style::Pass, &format!("{passed} passed"))];
+        for (n, what, style) in [
+            (failed, "failed", Style::Fail),
+            (timed_out, "timed out", Style::Fail),
+            (killed, "killed for memory", Style::Fail),
+            (skipped, "skipped", Style::Warn),
+            (not_run, "not run", Style::Warn),
+        ] {
+            if n > 0 {
+                parts.push(p.paint(style, &format!("{n} {what}")));
+            }
+        }
+        let bad = failed + timed_out + killed + not_run > 0 || !self.problems.is_empty();
+        let _ = writeln!(out, "------------");
+        let _ = writeln!(
+            out,
+            "{} {} {run} test{} run: {}",
+            p.label(if bad { Style::Fail } else { Style::Pass }, "Summary"),
+            bracketed_duration(Some(summary.duration)),
+            plural(run),
+            parts.join(", ")
+        );
+        for (i, test) in self.not_run.iter().enumerate() {
+            if i == NOT_RUN_LISTED {
+                let _ = writeln!(
+                    out,
+                    "{:>12} … and {} more",
+                    "",
+                    self.not_run.len() - NOT_RUN_LISTED
+                );
+                break;
+            }
+            let TestStatus::NotRun { reason } = &test.status else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "{} {} {}: {reason}",
+                p.label(Style::Warn, if i == 0 { "Not run" } else { "" }),
+                p.paint(Style::Binary, &test.binary.to_string()),
+                test.name
+            );
+        }
+        for (i, problem) in self.problems.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{} {problem}",
+                p.label(Style::Fail, if i == 0 { "Binaries" } else { "" })
+            );
+        }
+        for (i, (name, duration)) in summary.slowest.iter().take(5).enumerate() {
+            let _ = writeln!(
+                out,
+                "{} {:>9} {name}",
+                p.label(Style::Bold, if i == 0 { "Slowest" } else { "" }),
+                seconds(*duration)
+            );
+        }
+        for (i, (group, stats)) in summary.groups.iter().enumerate() {
+            let capacity = match (group.as_str(), &self.header) {
+                ("width", Some(header)) => format!("/{}", header.width),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "{} {group}: {} acquisition{}, wait p50 {} p95 {} p99 {}, peak holders {}{capacity}",
+                p.label(Style::Bold, if i == 0 { "Groups" } else { "" }),
+                stats.count,
+                plural(stats.count),
+                millis(stats.wait.p50),
+                millis(stats.wait.p95),
+                millis(stats.wait.p99),
+                stats.peak_holders,
+            );
+        }
+        if let Some(header) = &self.header {
+            let _ = writeln!(
+                out,
+                "{} {} tests at once at peak, width {}",
+                p.label(Style::Bold, "Concurrency"),
+                summary.peak_concurrency,
+                header.width
+            );
+        } else if summary.peak_concurrency > 0 {
+            let _ = writeln!(
+                out,
+                "{} {} tests at once at peak",
+                p.label(Style::Bold, "Concurrency"),
+                summary.peak_concurrency
+            );
+        }
+        if let Some(rss) = summary.runner_peak_rss {
+            let _ = writeln!(
+                out,
+                "{} runner peak RSS {}",
+                p.label(Style::Bold, "Memory"),
+                format_size(rss)
+            );
+        }
+        match junit {
+            Some(Ok(path)) => {
+                let _ = writeln!(out, "{} {}", p.label(Style::Bold, "JUnit"), path.display());
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "{} {e}", p.label(Style::Fail, "JUnit"));
+            }
+            None => {}
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(out, "\n{}", p.paint(Style::Fail, "failures:"));
+            for test in &self.failures {
+                let _ = writeln!(
+                    out,
+                    "    {} {} ({})",
+                    test.binary,
+                    p.paint(Style::Bold, &test.name),
+                    test.status.keyword()
+                );
+                if let Some(hint) = self.reproduce_hint(test) {
+                    let _ = writeln!(
+                        out,
+                        "        {}",
+                        p.paint(Style::Dim, &format!("reproduce: {hint}"))
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// How to run a failed test again: the `capped:` reproduction line it printed, else a
+    /// `cargo capped run` command for just that test, with this run's profile and seed.
+    fn reproduce_hint(&self, test: &TestResult) -> Option<String> {
+        if let Some(command) = test
+            .output
+            .lines()
+            .find_map(|line| line.split_once("; reproduce: ").map(|(_, c)| c.trim()))
+        {
+            return Some(command.to_string());
+        }
+        let header = self.header.as_ref()?;
+        let mut command = format!(
+            "cargo capped run --profile {} --seed {}",
+            header.profile, header.seed
+        );
+        if header.deterministic {
+            command.push_str(" --deterministic");
+        }
+        let _ = write!(
+            command,
+            " -p {}{} -- --exact {}",
+            test.binary.package,
+            target_selector(&test.binary),
+            test.name
+        );
+        Some(command)
+    }
+}
+
+/// ` --lib`, ` --test NAME`, … selecting a binary's target in cargo's terms.
+fn target_selector(binary: &BinaryId) -> String {
+    match binary.kind.as_str() {
+        "lib" | "proc-macro" | "rlib" | "dylib" | "cdylib" | "staticlib" => " --lib".to_string(),
+        "bin" | "test" | "bench" | "example" => format!(" --{} {}", binary.kind, binary.target),
+        _ => String::new(),
+    }
+}
+
+/// `peak 3.1 GiB, cap 2 GiB, by the watchdog`.
+fn memory_detail(status: &TestStatus) -> String {
+    let TestStatus::KilledForMemory {
+        limit,
+        peak,
+        by_watchdog,
+    } = status
+    else {
+        return String::new();
+    };
+    let mut text = format!("peak {}", format_size(*peak));
+    if let Some(limit) = limit {
+        let _ = write!(text, ", cap {}", format_size(*limit));
+    }
+    text.push_str(if *by_watchdog {
+        ", by the watchdog"
+    } else {
+        ", by the kernel's OOM killer"
+    });
+    text
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

@@ -1,0 +1,278 @@
+//! `--message-format json`: one JSON object per line on stdout, one per [`RunEvent`].
+//!
+//! The field names are a stable interface. Every object has `"type"`; durations are
+//! milliseconds as numbers (fractions allowed), sizes are bytes, absent values are `null`.
+//! A binary is `{"id": "pkg::target", "package": .., "target": .., "kind": ..}` (`id` is
+//! how the human report names it).
+//!
+//! ```text
+//! {"type":"run-started","profile":"t2","width":2,"rayon_threads":2,"seed":42,
+//!  "deterministic":false,"shuffle":false,"binaries":3,"tests":40,"started_at_ms":1767225600000}
+//! {"type":"notice","message":"raised RLIMIT_NOFILE to 65536"}
+//! {"type":"binary-started","binary":{..},"pid":4242,"width_slots":2,"groups":["gpu"]}
+//! {"type":"test-started","binary":{..},"name":"tests::adds"}
+//! {"type":"test-finished","binary":{..},"name":"tests::divides","status":"failed",
+//!  "duration_ms":12.5,"output":"thread 'tests::divides' panicked …",
+//!  "reason":null,"timeout_ms":null,"mem_limit":null,"mem_peak":null,"by_watchdog":null}
+//! {"type":"binary-finished","binary":{..},"exit_code":101,"signal":null,
+//!  "killed_because":null,"duration_ms":1204.2,"peak_rss":31457280,"stray_output":""}
+//! {"type":"run-finished","duration_ms":12300.0,"counts":{"passed":38,"failed":1,..},
+//!  "slowest":[{"name":"solver::converges","duration_ms":3201.0}],
+//!  "groups":{"gpu":{"count":6,"wait_ms":{"p50":0.0,"p95":310.0,"p99":320.0,"max":320.0},
+//!  "peak_holders":1}},"peak_concurrency":2,"runner_peak_rss":22000000,
+//!  "junit_path":"target/junit.xml","exit_code":100}
+//! ```
+//!
+//! `status` is [`TestStatus::keyword`]: `passed`, `failed`, `ignored`, `timed-out`,
+//! `killed-mem`, `not-run`. `reason` is set for `not-run` (why) and `ignored` (the ignore
+//! reason, when given); `timeout_ms` for `timed-out`; `mem_limit`, `mem_peak`, `by_watchdog`
+//! for `killed-mem`. `output` is what a failed test printed (empty for passed tests).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::events::{BinaryId, RunEvent, TestStatus};
+
+/// A binary as JSON.
+#[derive(Debug, Serialize)]
+struct Binary<'a> {
+    id: String,
+    package: &'a str,
+    target: &'a str,
+    kind: &'a str,
+}
+
+impl<'a> From<&'a BinaryId> for Binary<'a> {
+    fn from(id: &'a BinaryId) -> Self {
+        Binary {
+            id: id.to_string(),
+            package: &id.package,
+            target: &id.target,
+            kind: &id.kind,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Waits {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Group {
+    count: usize,
+    wait_ms: Waits,
+    peak_holders: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct Slow<'a> {
+    name: &'a str,
+    duration_ms: f64,
+}
+
+/// One line of the JSON stream.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum Line<'a> {
+    RunStarted {
+        profile: &'a str,
+        width: u32,
+        rayon_threads: u32,
+        seed: u64,
+        deterministic: bool,
+        shuffle: bool,
+        binaries: usize,
+        tests: usize,
+        started_at_ms: Option<u64>,
+    },
+    Notice {
+        message: &'a str,
+    },
+    BinaryStarted {
+        binary: Binary<'a>,
+        pid: u32,
+        width_slots: u32,
+        groups: &'a [String],
+    },
+    TestStarted {
+        binary: Binary<'a>,
+        name: &'a str,
+    },
+    TestFinished {
+        binary: Binary<'a>,
+        name: &'a str,
+        status: &'static str,
+        duration_ms: Option<f64>,
+        output: &'a str,
+        reason: Option<&'a str>,
+        timeout_ms: Option<f64>,
+        mem_limit: Option<u64>,
+        mem_peak: Option<u64>,
+        by_watchdog: Option<bool>,
+    },
+    BinaryFinished {
+        binary: Binary<'a>,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        killed_because: Option<&'a str>,
+        duration_ms: f64,
+        peak_rss: Option<u64>,
+        stray_output: &'a str,
+    },
+    RunFinished {
+        duration_ms: f64,
+        counts: &'a BTreeMap<&'static str, usize>,
+        slowest: Vec<Slow<'a>>,
+        groups: BTreeMap<&'a str, Group>,
+        peak_concurrency: u32,
+        runner_peak_rss: Option<u64>,
+        junit_path: Option<String>,
+        exit_code: i32,
+    },
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// The JSON line (without the newline) for an event.
+pub fn line(event: &RunEvent) -> String {
+    let line = match event {
+        RunEvent::RunStarted {
+            profile,
+            width,
+            rayon_threads,
+            seed,
+            deterministic,
+            shuffle,
+            binaries,
+            tests,
+            at,
+        } => Line::RunStarted {
+            profile,
+            width: *width,
+            rayon_threads: *rayon_threads,
+            seed: *seed,
+            deterministic: *deterministic,
+            shuffle: *shuffle,
+            binaries: *binaries,
+            tests: *tests,
+            started_at_ms: at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64),
+        },
+        RunEvent::Notice { message } => Line::Notice { message },
+        RunEvent::BinaryStarted {
+            binary,
+            pid,
+            width_slots,
+            groups,
+        } => Line::BinaryStarted {
+            binary: binary.into(),
+            pid: *pid,
+            width_slots: *width_slots,
+            groups,
+        },
+        RunEvent::TestStarted { binary, name } => Line::TestStarted {
+            binary: binary.into(),
+            name,
+        },
+        RunEvent::TestFinished(result) => {
+            let (mut reason, mut timeout_ms, mut mem_limit, mut mem_peak, mut by_watchdog) =
+                (None, None, None, None, None);
+            match &result.status {
+                TestStatus::NotRun { reason: why } => reason = Some(why.as_str()),
+                TestStatus::Ignored if !result.output.is_empty() => {
+                    reason = Some(result.output.as_str())
+                }
+                TestStatus::TimedOut { after } => timeout_ms = Some(ms(*after)),
+                TestStatus::KilledForMemory {
+                    limit,
+                    peak,
+                    by_watchdog: watchdog,
+                } => {
+                    mem_limit = *limit;
+                    mem_peak = Some(*peak);
+                    by_watchdog = Some(*watchdog);
+                }
+                _ => {}
+            }
+            Line::TestFinished {
+                binary: (&result.binary).into(),
+                name: &result.name,
+                status: result.status.keyword(),
+                duration_ms: result.duration.map(ms),
+                output: if result.status == TestStatus::Ignored {
+                    ""
+                } else {
+                    &result.output
+                },
+                reason,
+                timeout_ms,
+                mem_limit,
+                mem_peak,
+                by_watchdog,
+            }
+        }
+        RunEvent::BinaryFinished {
+            binary,
+            exit_code,
+            signal,
+            killed_because,
+            duration,
+            peak_rss,
+            stray_output,
+        } => Line::BinaryFinished {
+            binary: binary.into(),
+            exit_code: *exit_code,
+            signal: *signal,
+            killed_because: killed_because.as_deref(),
+            duration_ms: ms(*duration),
+            peak_rss: *peak_rss,
+            stray_output,
+        },
+        RunEvent::RunFinished(summary) => Line::RunFinished {
+            duration_ms: ms(summary.duration),
+            counts: &summary.counts,
+            slowest: summary
+                .slowest
+                .iter()
+                .map(|(name, duration)| Slow {
+                    name,
+                    duration_ms: ms(*duration),
+                })
+                .collect(),
+            groups: summary
+                .groups
+                .iter()
+                .map(|(name, stats)| {
+                    (
+                        name.as_str(),
+                        Group {
+                            count: stats.count,
+                            wait_ms: Waits {
+                                p50: ms(stats.wait.p50),
+                                p95: ms(stats.wait.p95),
+                                p99: ms(stats.wait.p99),
+                                max: ms(stats.wait.max),
+                            },
+                            peak_holders: stats.peak_holders,
+                        },
+                    )
+                })
+                .collect(),
+            peak_concurrency: summary.peak_concurrency,
+            runner_peak_rss: summary.runner_peak_rss,
+            junit_path: summary.junit_path.as_ref().map(|p| p.display().to_string()),
+            exit_code: summary.exit_code,
+        },
+    };
+    serde_json::to_string(&line).expect("JSON lines serialize")
+}

@@ -1,0 +1,218 @@
+//! `--junit PATH`: a JUnit XML report, written when the run ends (quick-junit).
+//!
+//! One `<testsuite>` per test binary (named like the human report names it, `pkg::target`),
+//! one `<testcase>` per test with its time (when known) and `classname` = the binary:
+//! failed tests carry `<failure type="test failure">` with their output, timed-out ones
+//! `<failure type="timeout">`, tests killed for memory `<failure type="killed for memory">`;
+//! ignored tests are `<skipped>` (message: the ignore reason), tests that never ran
+//! `<skipped type="not run">` with the reason. A binary that crashed, was killed or exited
+//! oddly without any of its tests failing gets an extra `(binary)` testcase with an
+//! `<error>`; a binary's unattributed output is the suite's `<system-err>`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::events::{BinaryId, RunEvent, TestResult, TestStatus};
+use crate::libtest::describe_signal;
+
+/// How much of a test's output goes into its `<failure>` element at most (the end is kept).
+const MAX_OUTPUT: usize = 256 * 1024;
+
+/// What one binary contributed.
+#[derive(Debug, Default)]
+struct Suite {
+    tests: Vec<TestResult>,
+    duration: Option<Duration>,
+    stray_output: String,
+    problem: Option<String>,
+}
+
+/// Collects results and writes the report.
+#[derive(Debug, Default)]
+pub struct Junit {
+    /// Suites in the order their binaries first appeared.
+    suites: Vec<(BinaryId, Suite)>,
+    index: HashMap<BinaryId, usize>,
+    duration: Option<Duration>,
+}
+
+impl Junit {
+    fn suite(&mut self, binary: &BinaryId) -> &mut Suite {
+        let index = *self.index.entry(binary.clone()).or_insert_with(|| {
+            self.suites.push((binary.clone(), Suite::default()));
+            self.suites.len() - 1
+        });
+        &mut self.suites[index].1
+    }
+
+    /// Takes an event.
+    pub fn event(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::BinaryStarted { binary, .. } => {
+                self.suite(binary);
+            }
+            RunEvent::TestFinished(result) => {
+                self.suite(&result.binary).tests.push(result.clone());
+            }
+            RunEvent::BinaryFinished {
+                binary,
+                exit_code,
+                signal,
+                killed_because,
+                duration,
+                stray_output,
+                ..
+            } => {
+                let suite = self.suite(binary);
+                suite.duration = Some(*duration);
+                suite.stray_output = stray_output.clone();
+                suite.problem = match (killed_because, signal, exit_code) {
+                    (Some(why), _, _) => Some(format!("killed: {why}")),
+                    (None, Some(signal), _) => {
+                        Some(format!("crashed: {}", describe_signal(*signal)))
+                    }
+                    (None, None, Some(code)) if *code != 0 && *code != 101 => {
+                        Some(format!("exited with code {code}"))
+                    }
+                    _ => None,
+                };
+            }
+            RunEvent::RunFinished(summary) => self.duration = Some(summary.duration),
+            _ => {}
+        }
+    }
+
+    /// The report as XML.
+    pub fn to_xml(&self) -> Result<String, String> {
+        self.report().to_string().map_err(|e| e.to_string())
+    }
+
+    /// Writes the report to `path`, creating its directory.
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        let xml = self.to_xml()?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::fs::write(path, xml).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    fn report(&self) -> Report {
+        let mut report = Report::new("cargo-capped");
+        if let Some(duration) = self.duration {
+            report.set_time(duration);
+        }
+        for (binary, suite) in &self.suites {
+            let id = binary.to_string();
+            let mut test_suite = TestSuite::new(id.as_str());
+            if let Some(duration) = suite.duration {
+                test_suite.set_time(duration);
+            }
+            for test in &suite.tests {
+                let mut case = TestCase::new(test.name.as_str(), case_status(test));
+                case.set_classname(id.as_str());
+                if let Some(duration) = test.duration {
+                    case.set_time(duration);
+                }
+                test_suite.add_test_case(case);
+            }
+            let any_failed = suite.tests.iter().any(|t| {
+                matches!(
+                    t.status,
+                    TestStatus::Failed
+                        | TestStatus::TimedOut { .. }
+                        | TestStatus::KilledForMemory { .. }
+                )
+            });
+            if let Some(problem) = &suite.problem
+                && !any_failed
+            {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+                status.set_message(format!("the test binary {problem}"));
+                status.set_type("binary");
+                if !suite.stray_output.is_empty() {
+                    status.set_description(tail(&suite.stray_output));
+                }
+                let mut case = TestCase::new("(binary)", status);
+                case.set_classname(id.as_str());
+                test_suite.add_test_case(case);
+            }
+            if !suite.stray_output.is_empty() {
+                test_suite.set_system_err(tail(&suite.stray_output));
+            }
+            report.add_test_suite(test_suite);
+        }
+        report
+    }
+}
+
+fn case_status(test: &TestResult) -> TestCaseStatus {
+    let failure = |ty: &str, message: String| {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        status.set_type(ty).set_message(message);
+        if !test.output.is_empty() {
+            status.set_description(tail(&test.output));
+        }
+        status
+    };
+    match &test.status {
+        TestStatus::Passed => TestCaseStatus::success(),
+        TestStatus::Failed => failure("test failure", first_line(&test.output)),
+        TestStatus::TimedOut { after } => failure(
+            "timeout",
+            format!(
+                "timed out after {}",
+                capped_test::units::format_duration(*after)
+            ),
+        ),
+        TestStatus::KilledForMemory { limit, peak, .. } => failure(
+            "killed for memory",
+            format!(
+                "killed for memory: peak {}{}",
+                capped_test::units::format_size(*peak),
+                limit.map_or(String::new(), |l| format!(
+                    ", cap {}",
+                    capped_test::units::format_size(l)
+                ))
+            ),
+        ),
+        TestStatus::Ignored => {
+            let mut status = TestCaseStatus::skipped();
+            status.set_message(if test.output.is_empty() {
+                "ignored".to_string()
+            } else {
+                test.output.clone()
+            });
+            status
+        }
+        TestStatus::NotRun { reason } => {
+            let mut status = TestCaseStatus::skipped();
+            status.set_type("not run").set_message(reason.as_str());
+            status
+        }
+    }
+}
+
+/// The first non-empty line (a short `message` attribute), or a generic one.
+fn first_line(output: &str) -> String {
+    output
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map_or_else(|| "test failed".to_string(), str::to_string)
+}
+
+/// The end of a long text (where the panic message is).
+fn tail(text: &str) -> String {
+    if text.len() <= MAX_OUTPUT {
+        return text.to_string();
+    }
+    let mut start = text.len() - MAX_OUTPUT;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[… output truncated …]\n{}", &text[start..])
+}

@@ -1,0 +1,136 @@
+//! Listing each test binary before it runs: `BIN --list --format terse [FILTER] [ARGS]` with
+//! `CAPPED_LIST_RESOURCES=1`, so harness binaries print every test's resources as JSON and
+//! plain libtest binaries their names. Plain binaries are listed a second time with
+//! `--ignored` to learn which tests are ignored (unless the run's arguments already select
+//! ignored tests). Binaries are listed in parallel.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use capped_test::protocol::env;
+
+use crate::build::TestBinary;
+use crate::libtest::{LIST_ARGS, Listing, mark_ignored, parse_list};
+use crate::run::env::command_for;
+use crate::run::schedule::runs_ignored;
+use crate::run::signals;
+
+/// How long a binary may take to list its tests.
+const LIST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to pass every binary.
+#[derive(Debug, Clone, Copy)]
+pub struct ListArgs<'a> {
+    /// The target dir (for `CARGO_TARGET_TMPDIR`).
+    pub target_dir: &'a Path,
+    /// The run's environment.
+    pub env: &'a BTreeMap<String, String>,
+    /// The test-name filter.
+    pub filter: Option<&'a str>,
+    /// Arguments after `--`.
+    pub test_args: &'a [String],
+}
+
+/// Lists every binary, in parallel; each entry is the listing or why it failed.
+pub fn list_all(binaries: &[TestBinary], args: ListArgs<'_>) -> Vec<Result<Listing, String>> {
+    let results: Vec<Mutex<Option<Result<Listing, String>>>> =
+        binaries.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
+        .min(binaries.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(binary) = binaries.get(index) else {
+                        break;
+                    };
+                    let listing = if signals::INTERRUPTED.load(Ordering::SeqCst) {
+                        Err("the run was interrupted".to_string())
+                    } else {
+                        list_binary(binary, args)
+                    };
+                    *results[index].lock().unwrap_or_else(|p| p.into_inner()) = Some(listing);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|cell| {
+            cell.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| Err("not listed".to_string()))
+        })
+        .collect()
+}
+
+/// Lists one binary.
+pub fn list_binary(binary: &TestBinary, args: ListArgs<'_>) -> Result<Listing, String> {
+    let mut listing = parse_list(&run_list(binary, args, false)?);
+    if !listing.harness && !listing.tests.is_empty() && !runs_ignored(args.test_args) {
+        let ignored = run_list(binary, args, true)?;
+        mark_ignored(&mut listing.tests, &ignored);
+    }
+    Ok(listing)
+}
+
+fn run_list(binary: &TestBinary, args: ListArgs<'_>, ignored: bool) -> Result<String, String> {
+    let extra = [(env::LIST_RESOURCES.to_string(), "1".to_string())];
+    let mut command: Command = command_for(binary, args.target_dir, args.env, &extra);
+    command.args(LIST_ARGS);
+    if ignored {
+        command.arg("--ignored");
+    }
+    command.args(args.filter);
+    command.args(args.test_args);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", binary.path.display()))?;
+    let pid = child.id();
+    // Waiting on a thread lets us kill a binary that hangs while listing.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let started = Instant::now();
+    let output = loop {
+        match receiver.recv_timeout(Duration::from_millis(50)) {
+            Ok(output) => break output.map_err(|e| format!("cannot list: {e}"))?,
+            Err(_) if started.elapsed() > LIST_TIMEOUT => {
+                signals::send_to_group(pid, rustix::process::Signal::KILL);
+                return Err(format!(
+                    "`--list` did not finish within {}s; killed",
+                    LIST_TIMEOUT.as_secs()
+                ));
+            }
+            Err(_) if signals::INTERRUPTED.load(Ordering::SeqCst) => {
+                signals::send_to_group(pid, rustix::process::Signal::KILL);
+                return Err("the run was interrupted".to_string());
+            }
+            Err(_) => {}
+        }
+    };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "`{} --list` failed ({}):\n{}",
+            binary.path.display(),
+            output.status,
+            stderr.trim_end()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

@@ -1,0 +1,219 @@
+//! The scheduling decisions of the run, kept pure so they can be tested alone.
+//!
+//! ## Invariants
+//!
+//! * **Width.** Every width slot is a lock file in `<run_dir>/locks/.width/`. A plain
+//!   libtest binary runs only while the runner holds `k` of them for it (and then runs
+//!   with `--test-threads k`, `CAPPED_WIDTH_HELD=k`); a harness binary's tests take their own
+//!   slots from the same files. So at no instant do more than `width` tests execute,
+//!   whatever this module decides: the decisions below only choose *what to try*.
+//! * **Groups.** A binary claimed by a group (`binaries = [..]`) starts only once the runner
+//!   holds a slot of that group, taken together with its width in one non-blocking request
+//!   (all or nothing, never hold-and-wait), and keeps it until the binary's process group is
+//!   gone. Inside such a binary the group is process-scoped with `max = 1`, so its own
+//!   `#[capped(group = ..)]` tests do not wait for the slot their binary already holds.
+//!
+//! ## Choices
+//!
+//! * Order: deterministic mode sorts binaries by (package, target, kind) and runs one at a
+//!   time; `--shuffle` shuffles that order with the run seed; otherwise binaries claimed
+//!   by a group go first (they are the long poles that cannot overlap each other), then
+//!   binaries with more tests, then by name.
+//! * Filling: the runner estimates the width in use (a plain binary's `k`, a harness
+//!   binary's [`harness_demand`]) and starts the next binary whose resources are free while
+//!   the estimate is below the width. A plain binary takes `k = min(its runnable tests, idle
+//!   slots)` (at least 1), trying smaller `k` when harness tests hold some slots.
+//!   A binary whose group is busy is passed over, not waited on, so other binaries fill the
+//!   width meanwhile.
+
+use std::collections::BTreeMap;
+
+use capped_test::protocol::ListedTest;
+
+use crate::events::BinaryId;
+
+/// How binaries are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderMode {
+    /// Sorted by id.
+    Sorted,
+    /// Sorted, then shuffled with this seed.
+    Shuffled(u64),
+    /// Heavy first (claimed binaries, then more tests first).
+    Heuristic,
+}
+
+/// What ordering needs to know about a binary.
+#[derive(Debug, Clone)]
+pub struct OrderKey<'a> {
+    /// The binary.
+    pub id: &'a BinaryId,
+    /// Whether a group claims it.
+    pub claimed: bool,
+    /// Tests it will run.
+    pub runnable: usize,
+}
+
+/// Indices of `keys` in the order binaries are tried.
+pub fn order(keys: &[OrderKey<'_>], mode: OrderMode) -> Vec<usize> {
+    let mut indices: Vec<usize> = (0..keys.len()).collect();
+    indices.sort_by(|&a, &b| keys[a].id.cmp(keys[b].id));
+    match mode {
+        OrderMode::Sorted => {}
+        OrderMode::Shuffled(seed) => fastrand::Rng::with_seed(seed).shuffle(&mut indices),
+        OrderMode::Heuristic => indices.sort_by(|&a, &b| {
+            let (a, b) = (&keys[a], &keys[b]);
+            b.claimed
+                .cmp(&a.claimed)
+                .then(b.runnable.cmp(&a.runnable))
+                .then(a.id.cmp(b.id))
+        }),
+    }
+    indices
+}
+
+/// The width slots a plain binary asks for: its runnable tests, at most the idle slots,
+/// at least one.
+pub fn plain_width(runnable: usize, idle: u32) -> u32 {
+    (runnable.min(idle as usize) as u32).max(1)
+}
+
+/// Whether the libtest arguments make ignored tests run (`--ignored`, `--include-ignored`).
+pub fn runs_ignored(test_args: &[String]) -> bool {
+    test_args
+        .iter()
+        .any(|a| a == "--ignored" || a == "--include-ignored")
+}
+
+/// The tests of a listing that will actually execute (not skipped as ignored).
+pub fn runnable<'a>(tests: &'a [ListedTest], test_args: &[String]) -> Vec<&'a ListedTest> {
+    let ignored_too = runs_ignored(test_args);
+    let only_ignored = test_args.iter().any(|a| a == "--ignored");
+    tests
+        .iter()
+        .filter(|t| ignored_too || !t.ignored || only_ignored)
+        .collect()
+}
+
+/// How many width slots a harness binary can use at once from now on: those its running
+/// tests hold, plus what its tests not yet started could use side by side (tests without
+/// groups add their threads; tests of a group add at most the group's `max`), capped by the
+/// width.
+pub fn harness_demand(
+    not_started: &[&ListedTest],
+    running_width: u32,
+    width: u32,
+    group_max: impl Fn(&str) -> u32,
+) -> u32 {
+    let mut light: u32 = 0;
+    let mut per_group: BTreeMap<&str, u32> = BTreeMap::new();
+    for test in not_started {
+        let threads = test.threads.clamp(1, width);
+        match test.groups.first() {
+            None => light = light.saturating_add(threads),
+            Some(group) => *per_group.entry(group.as_str()).or_default() += threads,
+        }
+    }
+    let grouped: u32 = per_group
+        .iter()
+        .map(|(group, threads)| (*threads).min(group_max(group).max(1)))
+        .sum();
+    running_width
+        .saturating_add(light)
+        .saturating_add(grouped)
+        .min(width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(package: &str, target: &str) -> BinaryId {
+        BinaryId {
+            package: package.into(),
+            target: target.into(),
+            kind: "test".into(),
+        }
+    }
+
+    fn test(name: &str, groups: &[&str], threads: u32) -> ListedTest {
+        ListedTest {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            threads,
+            mem: None,
+            timeout_ms: None,
+            ignored: false,
+        }
+    }
+
+    #[test]
+    fn orders() {
+        let ids = [id("b", "x"), id("a", "y"), id("a", "x"), id("c", "z")];
+        let keys: Vec<OrderKey<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| OrderKey {
+                id,
+                claimed: i == 3,
+                runnable: i,
+            })
+            .collect();
+        assert_eq!(order(&keys, OrderMode::Sorted), [2, 1, 0, 3]);
+        assert_eq!(order(&keys, OrderMode::Heuristic), [3, 2, 1, 0]);
+        let shuffled = order(&keys, OrderMode::Shuffled(7));
+        assert_eq!(
+            shuffled,
+            order(&keys, OrderMode::Shuffled(7)),
+            "same seed, same order"
+        );
+        let mut sorted = shuffled.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0, 1, 2, 3]);
+        let differs = (0..20u64).any(|seed| order(&keys, OrderMode::Shuffled(seed)) != shuffled);
+        assert!(differs, "another seed gives another order");
+    }
+
+    #[test]
+    fn plain_binaries_fill_idle_slots() {
+        assert_eq!(plain_width(10, 2), 2);
+        assert_eq!(plain_width(1, 2), 1);
+        assert_eq!(plain_width(0, 2), 1);
+        assert_eq!(plain_width(5, 1), 1);
+    }
+
+    #[test]
+    fn runnable_tests_follow_ignore_flags() {
+        let mut ignored = test("b", &[], 1);
+        ignored.ignored = true;
+        let tests = vec![test("a", &[], 1), ignored];
+        assert_eq!(runnable(&tests, &[]).len(), 1);
+        assert_eq!(runnable(&tests, &["--include-ignored".into()]).len(), 2);
+        assert!(runs_ignored(&["--ignored".into()]));
+    }
+
+    #[test]
+    fn harness_demand_counts_what_can_run_side_by_side() {
+        let gpu = [
+            test("g1", &["gpu"], 1),
+            test("g2", &["gpu"], 1),
+            test("g3", &["gpu"], 1),
+        ];
+        let refs: Vec<&ListedTest> = gpu.iter().collect();
+        assert_eq!(harness_demand(&refs, 0, 4, |_| 1), 1, "gpu serializes");
+        assert_eq!(harness_demand(&refs, 0, 4, |_| 2), 2);
+        let light = [test("a", &[], 1), test("b", &[], 1)];
+        let mut mixed: Vec<&ListedTest> = light.iter().collect();
+        mixed.extend(gpu.iter());
+        assert_eq!(harness_demand(&mixed, 0, 8, |_| 1), 3);
+        assert_eq!(
+            harness_demand(&mixed, 0, 2, |_| 1),
+            2,
+            "capped by the width"
+        );
+        assert_eq!(harness_demand(&[], 1, 2, |_| 1), 1, "running tests count");
+        let wide = [test("w", &[], 8)];
+        let refs: Vec<&ListedTest> = wide.iter().collect();
+        assert_eq!(harness_demand(&refs, 0, 2, |_| 1), 2);
+    }
+}

@@ -1,0 +1,560 @@
+//! The memory watchdog: one thread that sums the RSS of every running test binary's
+//! process tree from `/proc` at a fixed interval (≤ 50 ms), kills a tree past its cap, and
+//! records each tree's peak.
+//!
+//! Every tick takes all watched trees from **one** scan of `/proc`
+//! ([`TreeSampler::sample_many`]), so the cost grows with the host's process count, not
+//! with the number of binaries running. With nothing watched the thread sleeps on a
+//! condition variable and costs nothing.
+//!
+//! ```no_run
+//! # fn demo(child: std::process::Child) {
+//! use std::time::Duration;
+//! let watchdog = Watchdog::start(Duration::from_millis(50)).unwrap();
+//! let pid = child.id(); // spawned with `.process_group(0)`, so its pgid is its pid
+//! let handle = watchdog.watch(pid, Some(pid), Some(300 << 20));
+//! // … wait for the child …
+//! let report = handle.finish();
+//! println!("peak RSS {}", report.peak_rss);
+//! # }
+//! ```
+//!
+//! # Wiring (run loop)
+//!
+//! 1. When the plan has a memory cap (`--mem-limit SIZE` or `mem-limit` in the profile) —
+//!    or always, to report peak RSS per binary — start one watchdog per run:
+//!    `Watchdog::start(DEFAULT_INTERVAL)`. Drop it at the end of the run (it joins its
+//!    thread).
+//! 2. Right after spawning a test binary (in its own process group: `process_group(0)`),
+//!    call `watchdog.watch(pid, Some(pid), mem_limit)` and keep the [`WatchHandle`] with the
+//!    running binary.
+//! 3. Right after the binary is reaped (before anything else can reuse its pid), call
+//!    [`WatchHandle::finish`] for its [`MemoryReport`]; put `peak_rss` in the binary's
+//!    summary line.
+//! 4. Unless the runner killed the binary itself (its timeout), classify the exit:
+//!    `classify_exit(status.signal(), &report)`; when [`MemoryVerdict::describe`] gives a
+//!    line, report it as the binary's failure, naming the tests that were running (the
+//!    libtest reporter knows which had started and not finished), and mark those tests
+//!    "killed for memory" (or "likely OOM-killed").
+//! 5. Optional hard limit: [`cgroup::CgroupLimiter::detect`] once per run; if it works,
+//!    `limiter.create(name, limit)` per binary and `child_cgroup.add(pid)` after spawn.
+//!    When it is unavailable, print its reason once with `-v` and go on with the watchdog.
+//!
+//! The numbers for `cargo xtask bench` come from [`bench::bench_overhead`] and
+//! [`bench::bench_kill_latency`].
+
+pub mod bench;
+pub mod cgroup;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use capped_test::units::format_size;
+
+use crate::host::HostRoot;
+use crate::host::process_tree::{Signal, TreeSample, TreeSampler, kill_process_group};
+
+/// The longest interval between two samples the issue allows.
+pub const MAX_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The interval the runner uses: the cap is crossed at most this long before it is seen.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The shortest interval accepted (tighter would only burn CPU).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// `SIGKILL`'s number, as `ExitStatus::signal` gives it.
+pub const SIGKILL: i32 = 9;
+
+/// Why the watchdog killed a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kill {
+    /// The cap, in bytes.
+    pub limit: u64,
+    /// The tree's summed RSS in the sample that crossed it, in bytes.
+    pub peak: u64,
+    /// When the kill was sent.
+    pub at: Instant,
+    /// The same instant on the wall clock (for logs and cross-process timing).
+    pub at_wall: SystemTime,
+    /// The last sample that was still under the cap, if any: the cap was crossed between
+    /// it and `at`, so `at − last_below` bounds the time from crossing to kill.
+    pub last_below: Option<Instant>,
+    /// The pids signalled (the tree's members in that sample).
+    pub pids: Vec<u32>,
+}
+
+impl Kill {
+    /// An upper bound of the time from crossing the cap to the kill (`at − last_below`);
+    /// `None` when the first sample was already over the cap.
+    pub fn latency_bound(&self) -> Option<Duration> {
+        self.last_below
+            .map(|below| self.at.saturating_duration_since(below))
+    }
+}
+
+/// What the watchdog saw of one tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// The highest summed RSS of the tree over its samples, in bytes (0 for a binary that
+    /// lived less than one interval).
+    pub peak_rss: u64,
+    /// How many samples were taken.
+    pub samples: u64,
+    /// Set when the watchdog killed the tree for exceeding its cap.
+    pub killed: Option<Kill>,
+}
+
+impl MemoryReport {
+    /// `peak RSS 512 MiB` (or `peak RSS not sampled` for a very short binary).
+    pub fn summary(&self) -> String {
+        if self.samples == 0 {
+            "peak RSS not sampled".to_string()
+        } else {
+            format!("peak RSS {}", format_size(self.peak_rss))
+        }
+    }
+}
+
+/// What an exit means for memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryVerdict {
+    /// Nothing memory-related happened.
+    Normal,
+    /// The watchdog killed the tree for exceeding its cap.
+    CapExceeded {
+        /// The cap.
+        limit: u64,
+        /// The highest RSS seen.
+        peak: u64,
+    },
+    /// Killed by a SIGKILL the watchdog did not send: most likely the kernel's OOM killer
+    /// (not checked: `dmesg` is usually not readable).
+    LikelyOomKill {
+        /// The highest RSS seen.
+        peak: u64,
+    },
+}
+
+impl MemoryVerdict {
+    /// `killed: memory cap 300 MiB exceeded (peak 2.0 GiB)`, or the likely-OOM line;
+    /// `None` for [`MemoryVerdict::Normal`].
+    pub fn message(&self) -> Option<String> {
+        match *self {
+            MemoryVerdict::Normal => None,
+            MemoryVerdict::CapExceeded { limit, peak } => Some(format!(
+                "killed: memory cap {} exceeded (peak {})",
+                format_size(limit),
+                format_size(peak)
+            )),
+            MemoryVerdict::LikelyOomKill { peak } => Some(format!(
+                "killed by a SIGKILL cargo capped did not send: likely the kernel's OOM killer (peak RSS seen {})",
+                format_size(peak)
+            )),
+        }
+    }
+
+    /// The line for the report, naming the binary and the tests that were running:
+    /// ``crossval: killed: memory cap 300 MiB exceeded (peak 2.0 GiB) while running a::big, a::huge``.
+    pub fn describe(&self, binary: &str, running_tests: &[String]) -> Option<String> {
+        let message = self.message()?;
+        Some(if running_tests.is_empty() {
+            format!("{binary}: {message}")
+        } else {
+            format!(
+                "{binary}: {message} while running {}",
+                running_tests.join(", ")
+            )
+        })
+    }
+}
+
+impl fmt::Display for MemoryVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message().as_deref().unwrap_or("ok"))
+    }
+}
+
+/// Classifies an exit: `signal` is the signal that ended the binary
+/// (`ExitStatus::signal()`), `report` what its watch saw. Pass `None` as the signal when
+/// the runner itself killed the binary (a timeout), which is reported as such instead.
+pub fn classify_exit(signal: Option<i32>, report: &MemoryReport) -> MemoryVerdict {
+    if let Some(kill) = &report.killed {
+        return MemoryVerdict::CapExceeded {
+            limit: kill.limit,
+            peak: report.peak_rss.max(kill.peak),
+        };
+    }
+    if signal == Some(SIGKILL) {
+        return MemoryVerdict::LikelyOomKill {
+            peak: report.peak_rss,
+        };
+    }
+    MemoryVerdict::Normal
+}
+
+/// Counters of the watchdog thread, for benchmarks and `-v`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchdogStats {
+    /// Ticks that sampled at least one tree.
+    pub ticks: u64,
+    /// Time spent in `sample_many` over all ticks.
+    pub sample_time: Duration,
+    /// The slowest tick.
+    pub max_sample_time: Duration,
+    /// Ticks whose `/proc` scan failed.
+    pub errors: u64,
+    /// The last such failure.
+    pub last_error: Option<String>,
+    /// Kill signals sent (a tree over its cap for several ticks is signalled each tick).
+    pub kills_sent: u64,
+}
+
+/// What a kill must reach: the tree's process group and its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KillOrder {
+    pub pgid: Option<u32>,
+    pub pids: Vec<u32>,
+}
+
+type Killer = Arc<dyn Fn(&KillOrder) + Send + Sync>;
+
+/// SIGKILLs the group and every member, never this process or its own group.
+fn kill_tree(order: &KillOrder) {
+    let me = std::process::id();
+    let my_group = rustix::process::getpgrp().as_raw_nonzero().get() as u32;
+    if let Some(pgid) = order.pgid.filter(|&g| g != my_group) {
+        let _ = kill_process_group(pgid, Signal::KILL);
+    }
+    for &pid in &order.pids {
+        if pid <= 1 || pid == me {
+            continue;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    root: u32,
+    pgid: Option<u32>,
+    limit: Option<u64>,
+    peak: u64,
+    samples: u64,
+    last_below: Option<Instant>,
+    killed: Option<Kill>,
+    /// The tree is gone (root dead, no members): no longer sampled.
+    gone: bool,
+}
+
+impl Entry {
+    fn report(&self) -> MemoryReport {
+        MemoryReport {
+            peak_rss: self.peak,
+            samples: self.samples,
+            killed: self.killed.clone(),
+        }
+    }
+
+    /// Takes one sample into account; returns a kill order when the tree is over its cap.
+    fn update(&mut self, sample: &TreeSample, now: Instant) -> Option<KillOrder> {
+        if !sample.root_alive && sample.pids.is_empty() {
+            self.gone = true;
+            return None;
+        }
+        self.samples += 1;
+        self.peak = self.peak.max(sample.rss_bytes);
+        let limit = self.limit?;
+        if sample.rss_bytes <= limit {
+            self.last_below = Some(now);
+            return None;
+        }
+        if self.killed.is_none() {
+            self.killed = Some(Kill {
+                limit,
+                peak: sample.rss_bytes,
+                at: now,
+                at_wall: SystemTime::now(),
+                last_below: self.last_below,
+                pids: sample.pids.clone(),
+            });
+        }
+        Some(KillOrder {
+            pgid: self.pgid,
+            pids: sample.pids.clone(),
+        })
+    }
+}
+
+#[derive(Default)]
+struct State {
+    stop: bool,
+    next_id: u64,
+    entries: BTreeMap<u64, Entry>,
+    stats: WatchdogStats,
+    /// The thread's id, for reading its CPU time.
+    tid: Option<u32>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation is complete before a panic could happen; a poisoned lock is fine.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The watchdog thread; dropping it stops and joins the thread.
+pub struct Watchdog {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    interval: Duration,
+}
+
+impl fmt::Debug for Watchdog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watchdog")
+            .field("interval", &self.interval)
+            .field("watched", &self.shared.lock().entries.len())
+            .finish()
+    }
+}
+
+/// One watched tree; [`finish`](WatchHandle::finish) it when the binary has exited.
+/// Dropping it unfinished stops watching too.
+#[must_use = "finish() the handle to get the tree's memory report"]
+pub struct WatchHandle {
+    id: u64,
+    shared: Arc<Shared>,
+}
+
+impl Watchdog {
+    /// Starts the watchdog thread over the live `/proc`, sampling every `interval`
+    /// (clamped to [`MIN_INTERVAL`]..=[`MAX_INTERVAL`]).
+    pub fn start(interval: Duration) -> io::Result<Watchdog> {
+        Self::start_with(HostRoot::system(), interval, Arc::new(kill_tree))
+    }
+
+    /// Starts over `host` with a custom `killer` (tests use fixture roots and a recorder).
+    pub(crate) fn start_with(
+        host: HostRoot,
+        interval: Duration,
+        killer: Killer,
+    ) -> io::Result<Watchdog> {
+        let interval = interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("capped-watchdog".to_string())
+            .spawn(move || watch_loop(&thread_shared, host, interval, &killer))
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot start the memory watchdog thread: {e}"),
+                )
+            })?;
+        Ok(Watchdog {
+            shared,
+            thread: Some(thread),
+            interval,
+        })
+    }
+
+    /// The sampling interval in force.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Watches the tree of `root_pid` (its descendants, plus every member of process group
+    /// `pgid` when given, which catches orphans re-parented away from the tree). With a
+    /// `limit`, a tree whose summed RSS exceeds it is SIGKILLed (its group and members).
+    /// Sampling starts at the next tick.
+    pub fn watch(&self, root_pid: u32, pgid: Option<u32>, limit: Option<u64>) -> WatchHandle {
+        let mut state = self.shared.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.entries.insert(
+            id,
+            Entry {
+                root: root_pid,
+                pgid,
+                limit,
+                peak: 0,
+                samples: 0,
+                last_below: None,
+                killed: None,
+                gone: false,
+            },
+        );
+        drop(state);
+        self.shared.wake.notify_all();
+        WatchHandle {
+            id,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The thread's counters so far.
+    pub fn stats(&self) -> WatchdogStats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// CPU time the watchdog thread has used so far (from
+    /// `/proc/self/task/<tid>/schedstat`, else its `stat`); `None` if unreadable.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let tid = self.shared.lock().tid?;
+        thread_cpu_time(tid)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl fmt::Debug for WatchHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchHandle").field("id", &self.id).finish()
+    }
+}
+
+impl WatchHandle {
+    /// What the watchdog has seen of the tree so far.
+    pub fn snapshot(&self) -> MemoryReport {
+        self.shared
+            .lock()
+            .entries
+            .get(&self.id)
+            .map(Entry::report)
+            .unwrap_or(MemoryReport {
+                peak_rss: 0,
+                samples: 0,
+                killed: None,
+            })
+    }
+
+    /// Stops watching and returns the report. Call it right after the binary is reaped.
+    pub fn finish(self) -> MemoryReport {
+        // Drop removes the entry.
+        self.snapshot()
+    }
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.shared.lock().entries.remove(&self.id);
+    }
+}
+
+fn watch_loop(shared: &Shared, host: HostRoot, interval: Duration, killer: &Killer) {
+    shared.lock().tid = current_tid();
+    let mut sampler = TreeSampler::new(host);
+    let mut trees: Vec<(u32, Option<u32>)> = Vec::new();
+    let mut ids: Vec<u64> = Vec::new();
+    let mut next_tick = Instant::now();
+    loop {
+        {
+            let mut state = shared.lock();
+            loop {
+                if state.stop {
+                    return;
+                }
+                if state.entries.values().any(|e| !e.gone) {
+                    break;
+                }
+                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                next_tick = Instant::now();
+            }
+            trees.clear();
+            ids.clear();
+            for (&id, entry) in state.entries.iter().filter(|(_, e)| !e.gone) {
+                ids.push(id);
+                trees.push((entry.root, entry.pgid));
+            }
+        }
+        let started = Instant::now();
+        let result = sampler.sample_many(&trees);
+        let now = Instant::now();
+        let took = now - started;
+        let mut orders = Vec::new();
+        {
+            let mut state = shared.lock();
+            state.stats.ticks += 1;
+            state.stats.sample_time += took;
+            state.stats.max_sample_time = state.stats.max_sample_time.max(took);
+            match result {
+                Ok(samples) => {
+                    for (id, sample) in ids.iter().zip(&samples) {
+                        if let Some(entry) = state.entries.get_mut(id)
+                            && let Some(order) = entry.update(sample, now)
+                        {
+                            orders.push(order);
+                        }
+                    }
+                }
+                Err(e) => {
+                    state.stats.errors += 1;
+                    state.stats.last_error = Some(e.to_string());
+                }
+            }
+            state.stats.kills_sent += orders.len() as u64;
+        }
+        for order in &orders {
+            killer(order);
+        }
+        // Fixed rate; ticks missed while a scan was slow are skipped, not bunched.
+        next_tick += interval;
+        let now = Instant::now();
+        if next_tick <= now {
+            next_tick = now + interval;
+        }
+        let state = shared.lock();
+        let _unused = shared
+            .wake
+            .wait_timeout_while(state, next_tick - now, |s| !s.stop)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// This thread's id, from the `/proc/thread-self` link (`<pid>/task/<tid>`).
+fn current_tid() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// CPU time of thread `tid` of this process: `schedstat`'s first field (ns), else
+/// `utime + stime` of its `stat` in clock ticks (assumed 100 Hz).
+pub fn thread_cpu_time(tid: u32) -> Option<Duration> {
+    let task = format!("/proc/self/task/{tid}");
+    if let Ok(text) = std::fs::read_to_string(format!("{task}/schedstat"))
+        && let Some(ns) = text.split_whitespace().next().and_then(|n| n.parse().ok())
+    {
+        return Some(Duration::from_nanos(ns));
+    }
+    let bytes = std::fs::read(format!("{task}/stat")).ok()?;
+    let stat = crate::host::process_tree::parse_stat(&bytes).ok()?;
+    Some(Duration::from_millis(
+        (stat.utime_ticks + stat.stime_ticks) * 10,
+    ))
+}
+
+#[cfg(test)]
+mod tests;
