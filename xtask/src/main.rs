@@ -6,12 +6,17 @@
 //!   `{"bench": name, "value": v, "unit": u, "target": t?}`; this collects them into one
 //!   table, so ratios come from one run on one machine.
 
+mod mixed_suite;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -38,12 +43,26 @@ fn ci() -> ExitCode {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked"]);
     let mut doc = cargo();
-    doc.args(["doc", "--workspace", "--no-deps", "--locked"]).env("RUSTDOCFLAGS", "-D warnings");
-    let steps = [("format", fmt), ("clippy", clippy), ("docs", doc), ("tests", test)];
+    doc.args(["doc", "--workspace", "--no-deps", "--locked"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    let steps = [
+        ("format", fmt),
+        ("clippy", clippy),
+        ("docs", doc),
+        ("tests", test),
+    ];
     let mut failed = Vec::new();
     for (name, command) in steps {
         if !step(name, command) {
@@ -59,20 +78,93 @@ fn ci() -> ExitCode {
     }
 }
 
-/// One benchmark program: a cargo invocation whose stdout carries JSON result lines.
-struct Bench {
-    name: &'static str,
-    args: &'static [&'static str],
+/// How a benchmark runs.
+enum Kind {
+    /// A cargo invocation whose stdout carries JSON result lines.
+    Cargo(&'static [&'static str]),
+    /// Code in this program that prints JSON result lines itself.
+    Here(fn(&Path) -> Result<Vec<serde_json::Value>, String>),
 }
 
-const BENCHES: &[Bench] = &[Bench { name: "resource model", args: &["bench", "-p", "capped-test", "--bench", "slots"] }];
+/// One benchmark.
+struct Bench {
+    name: &'static str,
+    kind: Kind,
+}
+
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "resource model",
+        kind: Kind::Cargo(&["bench", "-p", "capped-test", "--bench", "slots"]),
+    },
+    Bench {
+        name: "harness mode",
+        kind: Kind::Cargo(&[
+            "test",
+            "--release",
+            "--locked",
+            "-p",
+            "capped-test",
+            "--test",
+            "harness_bench",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ]),
+    },
+    Bench {
+        name: "runner mixed suite",
+        kind: Kind::Here(runner_mixed_suite),
+    },
+];
+
+/// A result row from one line of a bench's stdout: `{"bench": ..}` JSON, or
+/// `capped-bench {"name": ..}` as the harness bench prints it among libtest's lines.
+fn parse_row(line: &str) -> Option<serde_json::Value> {
+    let (json, key) = match line.strip_prefix("capped-bench ") {
+        Some(rest) => (rest, "name"),
+        None => (line, "bench"),
+    };
+    let mut value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let name = value.get(key)?.clone();
+    value["bench"] = name;
+    Some(value)
+}
+
+/// Builds the release cargo-capped (what users install) and runs the mixed suite with it.
+fn runner_mixed_suite(root: &Path) -> Result<Vec<serde_json::Value>, String> {
+    let status = cargo()
+        .args(["build", "--release", "--locked", "-p", "cargo-capped"])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("building cargo-capped failed".into());
+    }
+    mixed_suite::run(root, &root.join("target/release/cargo-capped"))
+}
 
 fn bench(filter: Option<&str>) -> ExitCode {
     let mut rows: Vec<serde_json::Value> = Vec::new();
     let mut failed = false;
-    for bench in BENCHES.iter().filter(|b| filter.is_none_or(|f| b.name.contains(f))) {
+    for bench in BENCHES
+        .iter()
+        .filter(|b| filter.is_none_or(|f| b.name.contains(f)))
+    {
         eprintln!("==> bench: {}", bench.name);
-        let output = cargo().args(bench.args).stderr(Stdio::inherit()).output();
+        let args = match bench.kind {
+            Kind::Cargo(args) => args,
+            Kind::Here(run) => {
+                match run(&workspace_root()) {
+                    Ok(more) => rows.extend(more),
+                    Err(e) => {
+                        eprintln!("bench {} failed: {e}", bench.name);
+                        failed = true;
+                    }
+                }
+                continue;
+            }
+        };
+        let output = cargo().args(args).stderr(Stdio::inherit()).output();
         let Ok(output) = output else {
             eprintln!("cannot run cargo for {}", bench.name);
             failed = true;
@@ -83,20 +175,26 @@ fn bench(filter: Option<&str>) -> ExitCode {
             failed = true;
         }
         for line in String::from_utf8_lossy(&output.stdout).lines() {
-            match serde_json::from_str::<serde_json::Value>(line) {
-                Ok(value) if value.get("bench").is_some() => rows.push(value),
-                _ => println!("{line}"),
+            match parse_row(line) {
+                Some(row) => rows.push(row),
+                None => eprintln!("{line}"),
             }
         }
     }
-    println!("{:<58} {:>12} {:<6} {:>10}  verdict", "benchmark", "value", "unit", "target");
+    println!(
+        "{:<58} {:>12} {:<6} {:>10}  verdict",
+        "benchmark", "value", "unit", "target"
+    );
     for row in &rows {
         let value = row["value"].as_f64().unwrap_or(f64::NAN);
         let target = row.get("target").and_then(serde_json::Value::as_f64);
         let verdict = match target {
             Some(t) if value <= t => "meets target",
             Some(_) => "MISSES target",
-            None => "",
+            None => row
+                .get("note")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(""),
         };
         println!(
             "{:<58} {:>12.3} {:<6} {:>10}  {verdict}",
@@ -106,7 +204,11 @@ fn bench(filter: Option<&str>) -> ExitCode {
             target.map_or(String::new(), |t| format!("{t}")),
         );
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn main() -> ExitCode {

@@ -121,6 +121,10 @@ pub(crate) struct Scheduler {
     class: Vec<usize>,
     classes: usize,
     pending: Vec<usize>,
+    /// Each test's position in the initial order (ties among reserved tests).
+    rank: Vec<usize>,
+    /// The pending tests that have been passed over (have a `waiting_since`).
+    waiting: Vec<usize>,
     /// Since when a test has been passed over: the first test of its shape in the
     /// list could not start while tests after it could. Drives reservations.
     waiting_since: Vec<Option<Instant>>,
@@ -147,11 +151,17 @@ impl Scheduler {
             .collect();
         let classes = ids.len();
         let waiting_since = vec![None; shapes.len()];
+        let mut rank = vec![usize::MAX; shapes.len()];
+        for (pos, &job) in order.iter().enumerate() {
+            rank[job] = pos;
+        }
         Scheduler {
             shapes,
             class,
             classes,
             pending: order,
+            rank,
+            waiting: Vec::new(),
             blocked_since: waiting_since.clone(),
             waiting_since,
             width: width.max(1),
@@ -192,75 +202,85 @@ impl Scheduler {
         if self.used >= self.width || self.pending.is_empty() {
             return picked;
         }
-        // Positions in `pending`, reserved ones first (oldest wait first).
+        // Reserved tests first, longest-waiting first; then the list in order. Only the
+        // passed-over tests are looked at to find the reserved ones, so a pick that starts
+        // the first pending test costs O(1), not O(pending).
         let bound = self.starvation_bound();
-        let mut candidates: Vec<(usize, bool)> = Vec::with_capacity(self.pending.len());
-        if self.strict {
-            candidates.push((0, false));
-        } else {
-            let is_reserved: Vec<bool> = self
-                .pending
-                .iter()
-                .map(|&job| {
-                    self.waiting_since[job]
-                        .is_some_and(|since| now.saturating_duration_since(since) >= bound)
-                })
-                .collect();
-            let mut reserved: Vec<usize> = (0..self.pending.len())
-                .filter(|&pos| is_reserved[pos])
-                .collect();
-            reserved.sort_by_key(|&pos| (self.waiting_since[self.pending[pos]], pos));
-            candidates.extend(reserved.into_iter().map(|pos| (pos, true)));
-            candidates.extend(
-                (0..self.pending.len())
-                    .filter(|&pos| !is_reserved[pos])
-                    .map(|pos| (pos, false)),
-            );
+        let mut reserved: Vec<usize> = Vec::new();
+        if !self.strict {
+            reserved.extend(self.waiting.iter().copied().filter(|&job| {
+                self.waiting_since[job]
+                    .is_some_and(|since| now.saturating_duration_since(since) >= bound)
+            }));
+            reserved.sort_by_key(|&job| (self.waiting_since[job], self.rank[job]));
         }
         let mut blocking: Vec<usize> = Vec::new();
         let mut class_stuck = vec![false; self.classes];
-        let mut done: Vec<usize> = Vec::new();
-        for (pos, reserved) in candidates {
-            if self.used >= self.width {
-                break;
-            }
-            let job = self.pending[pos];
-            let class = self.class[job];
+        // Whether the test left the list (started or failed).
+        let mut visit = |this: &mut Scheduler, job: usize, is_reserved: bool| -> bool {
+            let class = this.class[job];
             if class_stuck[class] {
                 // Queued behind the first test of its shape, which cannot start now: it
                 // waits its turn (it is not passed over).
-                self.blocked_since[job].get_or_insert(now);
-                continue;
+                this.blocked_since[job].get_or_insert(now);
+                return false;
             }
-            let shape = &self.shapes[job];
-            let may_try = !blocking.iter().any(|&r| self.shapes[r].blocks(shape))
-                && self.width - self.used >= shape.width;
+            let shape = &this.shapes[job];
+            let may_try = !blocking.iter().any(|&r| this.shapes[r].blocks(shape))
+                && this.width - this.used >= shape.width;
             if may_try {
-                match try_take(job, self.blocked_since[job].unwrap_or(now)) {
+                match try_take(job, this.blocked_since[job].unwrap_or(now)) {
                     Ok(Some(guard)) => {
-                        self.used += shape.width;
-                        done.push(pos);
+                        this.used += shape.width;
                         picked.push(Picked::Start(job, guard));
-                        continue;
+                        return true;
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        done.push(pos);
                         picked.push(Picked::Fail(job, e));
-                        continue;
+                        return true;
                     }
                 }
             }
             // The first test of its shape cannot start now: it is passed over.
             class_stuck[class] = true;
-            self.waiting_since[job].get_or_insert(now);
-            self.blocked_since[job].get_or_insert(now);
-            if reserved {
+            if this.waiting_since[job].is_none() {
+                this.waiting_since[job] = Some(now);
+                this.waiting.push(job);
+            }
+            this.blocked_since[job].get_or_insert(now);
+            if is_reserved {
                 blocking.push(job);
             }
+            false
+        };
+        // Positions in `pending` of the tests that left it.
+        let mut gone: Vec<usize> = Vec::new();
+        for &job in &reserved {
+            if self.used >= self.width {
+                break;
+            }
+            if visit(self, job, true) {
+                gone.extend(self.pending.iter().position(|&j| j == job));
+                self.waiting.retain(|&j| j != job);
+            }
         }
-        done.sort_unstable();
-        for pos in done.into_iter().rev() {
+        let mut pos = 0;
+        while pos < self.pending.len() && self.used < self.width {
+            if self.strict && pos > 0 {
+                break;
+            }
+            let job = self.pending[pos];
+            if !reserved.contains(&job) && visit(self, job, false) {
+                gone.push(pos);
+                if self.waiting_since[job].is_some() {
+                    self.waiting.retain(|&j| j != job);
+                }
+            }
+            pos += 1;
+        }
+        gone.sort_unstable();
+        for pos in gone.into_iter().rev() {
             self.pending.remove(pos);
         }
         picked

@@ -19,6 +19,8 @@ use crate::host::process_tree::{Signal, kill_process_group};
 pub struct OverheadBench {
     /// Trees watched.
     pub trees: usize,
+    /// A full `/proc` scan every this many ticks.
+    pub rescan_every: u32,
     /// Processes on the host (what one `/proc` scan reads).
     pub host_processes: usize,
     /// The sampling interval, in ms.
@@ -81,13 +83,23 @@ pub fn bench_overhead(
     duration: Duration,
     interval: Duration,
 ) -> std::io::Result<OverheadBench> {
+    bench_overhead_tuned(trees, duration, interval, super::DEFAULT_RESCAN_EVERY)
+}
+
+/// [`bench_overhead`] with a full `/proc` scan every `rescan_every` ticks.
+pub fn bench_overhead_tuned(
+    trees: usize,
+    duration: Duration,
+    interval: Duration,
+    rescan_every: u32,
+) -> std::io::Result<OverheadBench> {
     let mut children = Children(Vec::with_capacity(trees));
     for _ in 0..trees {
         children
             .0
             .push(spawn_in_group(Command::new("sleep").arg("3600"))?);
     }
-    let watchdog = Watchdog::start(interval)?;
+    let watchdog = Watchdog::start_tuned(interval, rescan_every)?;
     // Let the thread record its id before the first reading.
     std::thread::sleep(Duration::from_millis(5));
     let cpu_before = watchdog.cpu_time().unwrap_or_default();
@@ -116,6 +128,7 @@ pub fn bench_overhead(
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Ok(OverheadBench {
         trees,
+        rescan_every,
         host_processes,
         interval_ms: ms(watchdog.interval()),
         wall_ms: ms(wall),
@@ -162,14 +175,20 @@ pub fn bench_kill_latency(limit: u64, interval: Duration) -> std::io::Result<Kil
     })
 }
 
-/// Both benchmarks at the default interval (overhead with 1, 4 and 16 trees over 3 s each;
-/// kill latency under a 300 MiB cap), as one JSON object.
+/// Both benchmarks at the default interval (overhead with 1, 4 and 16 trees over 3 s each,
+/// scanning `/proc` every tick and every [`super::DEFAULT_RESCAN_EVERY`] ticks; kill
+/// latency under a 300 MiB cap), as one JSON object.
 pub fn bench_json() -> String {
-    let overhead: Vec<_> = [1, 4, 16]
+    let overhead: Vec<_> = [(1, 1), (4, 1), (16, 1), (1, 4), (4, 4), (16, 4)]
         .into_iter()
-        .map(|trees| {
-            bench_overhead(trees, Duration::from_secs(3), DEFAULT_INTERVAL)
-                .map_err(|e| e.to_string())
+        .map(|(trees, rescan_every)| {
+            bench_overhead_tuned(
+                trees,
+                Duration::from_secs(3),
+                DEFAULT_INTERVAL,
+                rescan_every,
+            )
+            .map_err(|e| e.to_string())
         })
         .collect();
     let kill = bench_kill_latency(300 << 20, DEFAULT_INTERVAL).map_err(|e| e.to_string());

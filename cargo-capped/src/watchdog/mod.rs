@@ -2,10 +2,12 @@
 //! process tree from `/proc` at a fixed interval (≤ 50 ms), kills a tree past its cap, and
 //! records each tree's peak.
 //!
-//! Every tick takes all watched trees from **one** scan of `/proc`
-//! ([`TreeSampler::sample_many`]), so the cost grows with the host's process count, not
-//! with the number of binaries running. With nothing watched the thread sleeps on a
-//! condition variable and costs nothing.
+//! A tick that looks for new members takes all watched trees from **one** scan of `/proc`
+//! ([`TreeSampler::sample_many`]), so its cost grows with the host's process count, not
+//! with the number of binaries running; such a scan happens every [`DEFAULT_RESCAN_EVERY`]
+//! ticks, and the ticks between re-read only the known members (`stat` and `VmRSS`), which
+//! cuts the CPU cost about threefold on a quiet host. With nothing watched the thread
+//! sleeps on a condition variable and costs nothing.
 //!
 //! ```no_run
 //! # fn demo(child: std::process::Child) {
@@ -21,24 +23,31 @@
 //!
 //! # Wiring (run loop)
 //!
-//! 1. When the plan has a memory cap (`--mem-limit SIZE` or `mem-limit` in the profile) —
-//!    or always, to report peak RSS per binary — start one watchdog per run:
-//!    `Watchdog::start(DEFAULT_INTERVAL)`. Drop it at the end of the run (it joins its
-//!    thread).
-//! 2. Right after spawning a test binary (in its own process group: `process_group(0)`),
-//!    call `watchdog.watch(pid, Some(pid), mem_limit)` and keep the [`WatchHandle`] with the
-//!    running binary.
-//! 3. Right after the binary is reaped (before anything else can reuse its pid), call
-//!    [`WatchHandle::finish`] for its [`MemoryReport`]; put `peak_rss` in the binary's
-//!    summary line.
-//! 4. Unless the runner killed the binary itself (its timeout), classify the exit:
-//!    `classify_exit(status.signal(), &report)`; when [`MemoryVerdict::describe`] gives a
-//!    line, report it as the binary's failure, naming the tests that were running (the
-//!    libtest reporter knows which had started and not finished), and mark those tests
-//!    "killed for memory" (or "likely OOM-killed").
-//! 5. Optional hard limit: [`cgroup::CgroupLimiter::detect`] once per run; if it works,
-//!    `limiter.create(name, limit)` per binary and `child_cgroup.add(pid)` after spawn.
-//!    When it is unavailable, print its reason once with `-v` and go on with the watchdog.
+//! The runner's `run::RunHooks` already has the two places (a hooks struct owns a
+//! [`RunWatches`]):
+//!
+//! 1. Per run, when the plan has a memory cap (`--mem-limit SIZE` / `mem-limit` in the
+//!    profile) — or always, to report peak RSS per binary:
+//!    `RunWatches::new(Watchdog::start(DEFAULT_INTERVAL)?, plan.mem_limit)`. Dropping it at
+//!    the end of the run joins the thread.
+//! 2. `RunHooks::watch(binary, pid)` (every runner tick, per running binary):
+//!    `watches.poll(pid).map(|kill| KillReason::Memory { limit: Some(kill.limit), peak:
+//!    kill.peak, by_watchdog: true })`. The watchdog has already SIGKILLed the tree by then
+//!    (no grace period: a tree past its memory cap must stop now); the runner's own
+//!    SIGTERM to the dead group is harmless.
+//! 3. `RunHooks::peak_rss(binary, pid)` (after the binary was reaped):
+//!    `watches.finish(pid)`, giving `peak_rss` for the summary. Also classify the end there
+//!    (or pass the report back): when the runner did not kill the binary itself (timeout,
+//!    Ctrl-C), `classify_exit(end.signal, &report)`: `CapExceeded` (the kill raced the
+//!    runner's last `watch` tick) or `LikelyOomKill` become `KillReason::Memory { limit,
+//!    peak, by_watchdog }`, and [`MemoryVerdict::describe`] gives the report line naming
+//!    the binary and the tests that were running (those started and not finished; mark them
+//!    killed for memory).
+//! 4. Optional hard limit: [`cgroup::CgroupLimiter::detect`] once per run (or
+//!    `detect_and_enable` when a cap is asked for); if it works, `limiter.create(name,
+//!    limit)` per binary and `child_cgroup.add(pid)` right after spawn; keep the
+//!    [`cgroup::ChildCgroup`] with the running binary and check `oom_kills()` at its end.
+//!    When unavailable, print the [`cgroup::Skip`] reason once with `-v`.
 //!
 //! The numbers for `cargo xtask bench` come from [`bench::bench_overhead`] and
 //! [`bench::bench_kill_latency`].
@@ -66,6 +75,13 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The shortest interval accepted (tighter would only burn CPU).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// A full `/proc` scan (which finds new members of the trees) happens every this many
+/// ticks, and whenever a new tree is watched; the ticks between re-read only the members
+/// the last scan found (their `stat`, to check they are still the same processes, and their
+/// `VmRSS`). A process a test starts is thus counted within `RESCAN_EVERY × interval`, and
+/// a tick on a host of hundreds of processes costs a few file reads instead of hundreds.
+pub const DEFAULT_RESCAN_EVERY: u32 = 4;
 
 /// `SIGKILL`'s number, as `ExitStatus::signal` gives it.
 pub const SIGKILL: i32 = 9;
@@ -202,6 +218,8 @@ pub fn classify_exit(signal: Option<i32>, report: &MemoryReport) -> MemoryVerdic
 pub struct WatchdogStats {
     /// Ticks that sampled at least one tree.
     pub ticks: u64,
+    /// Of those, the ticks that scanned all of `/proc`.
+    pub full_scans: u64,
     /// Time spent in `sample_many` over all ticks.
     pub sample_time: Duration,
     /// The slowest tick.
@@ -251,6 +269,8 @@ struct Entry {
     killed: Option<Kill>,
     /// The tree is gone (root dead, no members): no longer sampled.
     gone: bool,
+    /// The members found by the last sample; `None` before the first full scan.
+    members: Option<Vec<u32>>,
 }
 
 impl Entry {
@@ -264,6 +284,7 @@ impl Entry {
 
     /// Takes one sample into account; returns a kill order when the tree is over its cap.
     fn update(&mut self, sample: &TreeSample, now: Instant) -> Option<KillOrder> {
+        self.members = Some(sample.pids.clone());
         if !sample.root_alive && sample.pids.is_empty() {
             self.gone = true;
             return None;
@@ -340,18 +361,32 @@ pub struct WatchHandle {
 
 impl Watchdog {
     /// Starts the watchdog thread over the live `/proc`, sampling every `interval`
-    /// (clamped to [`MIN_INTERVAL`]..=[`MAX_INTERVAL`]).
+    /// (clamped to [`MIN_INTERVAL`]..=[`MAX_INTERVAL`]), with a full scan every
+    /// [`DEFAULT_RESCAN_EVERY`] ticks.
     pub fn start(interval: Duration) -> io::Result<Watchdog> {
-        Self::start_with(HostRoot::system(), interval, Arc::new(kill_tree))
+        Self::start_tuned(interval, DEFAULT_RESCAN_EVERY)
+    }
+
+    /// [`Watchdog::start`] with a full `/proc` scan every `rescan_every` ticks (1: every
+    /// tick); for benchmarks.
+    pub fn start_tuned(interval: Duration, rescan_every: u32) -> io::Result<Watchdog> {
+        Self::start_with(
+            HostRoot::system(),
+            interval,
+            rescan_every,
+            Arc::new(kill_tree),
+        )
     }
 
     /// Starts over `host` with a custom `killer` (tests use fixture roots and a recorder).
     pub(crate) fn start_with(
         host: HostRoot,
         interval: Duration,
+        rescan_every: u32,
         killer: Killer,
     ) -> io::Result<Watchdog> {
         let interval = interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
+        let rescan_every = rescan_every.max(1);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -359,7 +394,7 @@ impl Watchdog {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("capped-watchdog".to_string())
-            .spawn(move || watch_loop(&thread_shared, host, interval, &killer))
+            .spawn(move || watch_loop(&thread_shared, host, interval, rescan_every, &killer))
             .map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -397,6 +432,7 @@ impl Watchdog {
                 last_below: None,
                 killed: None,
                 gone: false,
+                members: None,
             },
         );
         drop(state);
@@ -464,12 +500,72 @@ impl Drop for WatchHandle {
     }
 }
 
-fn watch_loop(shared: &Shared, host: HostRoot, interval: Duration, killer: &Killer) {
+/// The watchdog keyed by the pid of each running binary, for the runner's per-tick hooks
+/// (`RunHooks::watch` / `RunHooks::peak_rss`): the first [`poll`](RunWatches::poll) of a pid
+/// starts watching its tree (its pid is its process group id), and
+/// [`finish`](RunWatches::finish) ends it.
+#[derive(Debug)]
+pub struct RunWatches {
+    watchdog: Watchdog,
+    limit: Option<u64>,
+    handles: std::collections::HashMap<u32, WatchHandle>,
+}
+
+impl RunWatches {
+    /// Watches every binary under the memory cap `limit` (`None`: only record peaks).
+    pub fn new(watchdog: Watchdog, limit: Option<u64>) -> Self {
+        RunWatches {
+            watchdog,
+            limit,
+            handles: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Starts watching `pid` (its own process group) if not yet watched; returns the kill
+    /// when the watchdog has killed its tree for exceeding the cap.
+    pub fn poll(&mut self, pid: u32) -> Option<Kill> {
+        let watchdog = &self.watchdog;
+        let limit = self.limit;
+        self.handles
+            .entry(pid)
+            .or_insert_with(|| watchdog.watch(pid, Some(pid), limit))
+            .snapshot()
+            .killed
+    }
+
+    /// Stops watching `pid` and returns its report (`None` if it was never polled). Call
+    /// right after the binary was reaped.
+    pub fn finish(&mut self, pid: u32) -> Option<MemoryReport> {
+        self.handles.remove(&pid).map(WatchHandle::finish)
+    }
+
+    /// The watchdog, for its [`stats`](Watchdog::stats) and [`cpu_time`](Watchdog::cpu_time).
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
+    }
+}
+
+/// One watched tree as the loop sees it between two locks.
+struct Tree {
+    id: u64,
+    root: u32,
+    pgid: Option<u32>,
+    members: Option<Vec<u32>>,
+}
+
+fn watch_loop(
+    shared: &Shared,
+    host: HostRoot,
+    interval: Duration,
+    rescan_every: u32,
+    killer: &Killer,
+) {
     shared.lock().tid = current_tid();
-    let mut sampler = TreeSampler::new(host);
-    let mut trees: Vec<(u32, Option<u32>)> = Vec::new();
-    let mut ids: Vec<u64> = Vec::new();
+    let mut sampler = TreeSampler::new(host.clone());
+    let mut trees: Vec<Tree> = Vec::new();
+    let mut pairs: Vec<(u32, Option<u32>)> = Vec::new();
     let mut next_tick = Instant::now();
+    let mut tick: u64 = 0;
     loop {
         {
             let mut state = shared.lock();
@@ -484,26 +580,49 @@ fn watch_loop(shared: &Shared, host: HostRoot, interval: Duration, killer: &Kill
                 next_tick = Instant::now();
             }
             trees.clear();
-            ids.clear();
             for (&id, entry) in state.entries.iter().filter(|(_, e)| !e.gone) {
-                ids.push(id);
-                trees.push((entry.root, entry.pgid));
+                trees.push(Tree {
+                    id,
+                    root: entry.root,
+                    pgid: entry.pgid,
+                    members: entry.members.clone(),
+                });
             }
         }
+        let full = tick.is_multiple_of(u64::from(rescan_every))
+            || trees.iter().any(|t| t.members.is_none());
+        tick += 1;
         let started = Instant::now();
-        let result = sampler.sample_many(&trees);
+        let result = if full {
+            pairs.clear();
+            pairs.extend(trees.iter().map(|t| (t.root, t.pgid)));
+            sampler.sample_many(&pairs)
+        } else {
+            Ok(trees
+                .iter()
+                .map(|t| {
+                    sample_members(
+                        &host,
+                        t.root,
+                        t.pgid,
+                        t.members.as_deref().unwrap_or_default(),
+                    )
+                })
+                .collect())
+        };
         let now = Instant::now();
         let took = now - started;
         let mut orders = Vec::new();
         {
             let mut state = shared.lock();
             state.stats.ticks += 1;
+            state.stats.full_scans += u64::from(full);
             state.stats.sample_time += took;
             state.stats.max_sample_time = state.stats.max_sample_time.max(took);
             match result {
                 Ok(samples) => {
-                    for (id, sample) in ids.iter().zip(&samples) {
-                        if let Some(entry) = state.entries.get_mut(id)
+                    for (tree, sample) in trees.iter().zip(&samples) {
+                        if let Some(entry) = state.entries.get_mut(&tree.id)
                             && let Some(order) = entry.update(sample, now)
                         {
                             orders.push(order);
@@ -531,6 +650,33 @@ fn watch_loop(shared: &Shared, host: HostRoot, interval: Duration, killer: &Kill
             .wake
             .wait_timeout_while(state, next_tick - now, |s| !s.stop)
             .unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// A cheap sample of a tree whose members a full scan found: each member still counts if
+/// its `stat` shows it is the root, in the group, or a child of another member (a pid
+/// reused by an unrelated process shows none of these); their `VmRSS` is summed.
+fn sample_members(host: &HostRoot, root: u32, pgid: Option<u32>, members: &[u32]) -> TreeSample {
+    let mut pids = Vec::with_capacity(members.len());
+    let mut rss_bytes = 0u64;
+    for &pid in members {
+        let Ok(Some(stat)) = host.proc_stat(pid) else {
+            continue;
+        };
+        let belongs = pid == root || pgid == Some(stat.pgrp) || members.contains(&stat.ppid);
+        if !belongs {
+            continue;
+        }
+        if let Ok(Some(rss)) = host.vm_rss(pid) {
+            rss_bytes = rss_bytes.saturating_add(rss);
+            pids.push(pid);
+        }
+    }
+    TreeSample {
+        root,
+        root_alive: pids.contains(&root),
+        pids,
+        rss_bytes,
     }
 }
 

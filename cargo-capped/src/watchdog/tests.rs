@@ -43,6 +43,7 @@ fn recording_watchdog(host: HostRoot) -> (Watchdog, Orders) {
     let watchdog = Watchdog::start_with(
         host,
         Duration::from_millis(2),
+        DEFAULT_RESCAN_EVERY,
         Arc::new(move |order: &KillOrder| recorded.lock().unwrap().push(order.clone())),
     )
     .unwrap();
@@ -106,6 +107,44 @@ fn fixture_tree_peak_kill_and_end() {
         "killed: memory cap 10 MiB exceeded (peak 22.5 MiB)"
     );
     assert!(watchdog.stats().kills_sent >= 1);
+}
+
+#[test]
+fn ticks_between_scans_drop_a_reused_pid_and_scans_find_new_members() {
+    let (dir, host) = fake_root(&[]);
+    let root = dir.path();
+    put_process(root, 100, 1, 100, 1000);
+    put_process(root, 101, 100, 100, 1000);
+    let members = [100, 101];
+    let sample = sample_members(&host, 100, Some(100), &members);
+    assert_eq!(
+        (sample.pids.as_slice(), sample.rss_bytes),
+        (&members[..], 2000 * 1024)
+    );
+    // 101 exits and its pid is reused by an unrelated process: not counted.
+    put_process(root, 101, 1, 555, 900_000);
+    let sample = sample_members(&host, 100, Some(100), &members);
+    assert_eq!(
+        (sample.pids.as_slice(), sample.rss_bytes),
+        (&[100][..], 1000 * 1024)
+    );
+    assert!(sample.root_alive);
+    // The live loop: a scan every 4 ticks finds a member that appeared between scans.
+    put_process(root, 101, 100, 100, 1000);
+    let (watchdog, _orders) = recording_watchdog(host);
+    let handle = watchdog.watch(100, Some(100), None);
+    wait_until("a sample", Duration::from_secs(10), || {
+        handle.snapshot().samples >= 1
+    });
+    put_process(root, 102, 101, 100, 5000);
+    wait_until("the new member", Duration::from_secs(10), || {
+        handle.snapshot().peak_rss == 7000 * 1024
+    });
+    let stats = watchdog.stats();
+    assert!(
+        stats.full_scans >= 2 && stats.full_scans < stats.ticks,
+        "{stats:?}"
+    );
 }
 
 #[test]
@@ -339,6 +378,24 @@ fn allocating_2gib_under_a_300mib_cap_is_killed_soon_after_crossing() {
         latency_ms <= 3000.0,
         "killed {latency_ms} ms after crossing"
     );
+}
+
+#[test]
+fn run_watches_start_on_first_poll_and_report_on_finish() {
+    let (dir, host) = fake_root(&[]);
+    put_process(dir.path(), 400, 1, 400, 4096);
+    let (watchdog, orders) = recording_watchdog(host);
+    let mut watches = RunWatches::new(watchdog, Some(MIB));
+    assert_eq!(watches.finish(400), None, "never polled");
+    assert!(watches.poll(400).is_none(), "nothing sampled yet");
+    wait_until("the kill", Duration::from_secs(10), || {
+        watches.poll(400).is_some()
+    });
+    assert_eq!(watches.poll(400).unwrap().limit, MIB);
+    assert_eq!(orders.lock().unwrap()[0].pgid, Some(400));
+    let report = watches.finish(400).unwrap();
+    assert_eq!(report.peak_rss, 4096 * 1024);
+    assert!(watches.watchdog().stats().ticks > 0);
 }
 
 #[test]
