@@ -211,23 +211,7 @@ impl Caps {
             None => (fastrand::u64(..), SeedOrigin::Random),
         };
 
-        let mut groups: BTreeMap<String, GroupLimit> = config
-            .map(|config| {
-                config
-                    .groups
-                    .iter()
-                    .map(|(name, group)| {
-                        (
-                            name.clone(),
-                            GroupLimit {
-                                max: group.max,
-                                scope: group.scope,
-                            },
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut groups = config.map(Config::group_limits).unwrap_or_default();
         if let Some(text) = get(env::GROUPS) {
             let parsed = protocol::parse_groups(&text).map_err(|message| {
                 env_error(

@@ -137,6 +137,20 @@ impl Config {
         self.profiles.get(name)
     }
 
+    /// Every configured group's capacity and scope, as `CAPPED_GROUPS` carries them.
+    pub fn group_limits(&self) -> BTreeMap<String, crate::protocol::GroupLimit> {
+        self.groups
+            .iter()
+            .map(|(name, group)| {
+                let limit = crate::protocol::GroupLimit {
+                    max: group.max,
+                    scope: group.scope,
+                };
+                (name.clone(), limit)
+            })
+            .collect()
+    }
+
     /// The group `name` as configured, or the default for groups the config does not name
     /// (`max = 1`, `scope = "host"`: an unknown group serializes host-wide).
     pub fn group(&self, name: &str) -> GroupConfig {

@@ -186,19 +186,7 @@ impl Plan {
 
     /// The groups as every test process sees them (`CAPPED_GROUPS`).
     pub fn group_limits(&self) -> BTreeMap<String, GroupLimit> {
-        self.config
-            .groups
-            .iter()
-            .map(|(name, group)| {
-                (
-                    name.clone(),
-                    GroupLimit {
-                        max: group.max,
-                        scope: group.scope,
-                    },
-                )
-            })
-            .collect()
+        self.config.group_limits()
     }
 
     /// The groups whose `binaries` patterns claim a test binary named `target`.
