@@ -39,7 +39,7 @@ pub struct TestSpec {
     pub ignore: Option<Option<&'static str>>,
     /// `#[should_panic]`.
     pub should_panic: ShouldPanic,
-    /// The test is an `async fn`, run on [`crate::runtime`].
+    /// The test is an `async fn`, run on [`crate::runtime()`].
     pub is_async: bool,
     /// Source file of the test (`file!()`).
     pub file: &'static str,

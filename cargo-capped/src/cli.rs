@@ -1,4 +1,4 @@
-//! The command line: `cargo capped t2|t1|run|list …`, parsed with clap.
+//! The command line: `cargo capped t2|t1|run|list|preflight|gate …`, parsed with clap.
 //!
 //! cargo runs an external subcommand `cargo capped ARGS` as `cargo-capped capped ARGS`;
 //! [`normalize_args`] drops that `capped` so `cargo-capped t2` works as well.
@@ -26,9 +26,12 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
         once across all binaries, each binary's rayon/BLAS/tokio pools are capped, and groups named in \
         .config/capped.toml (a GPU, a cross-validation suite) never exceed their `max`.\n\
         `cargo capped t1 --deterministic` runs one test at a time in a stable order with fixed seeds.\n\n\
-        Exit status: 0 all passed; 100 a test failed, timed out or was not run; 101 the build failed; \
-        2 bad usage or config; 130 interrupted; 1 the runner itself failed.",
-    after_help = "Config: .config/capped.toml at the workspace root (profiles, [profile.NAME.env], [groups.NAME]).",
+        `cargo capped preflight` checks the host (load, memory, processes, open files, disk) and \
+        `cargo capped gate --group NAME -- CMD` runs a command while holding a host-wide slot.\n\n\
+        Exit status of t1/t2/run/list: 0 all passed; 100 a test failed, timed out, was killed for \
+        memory or was not run; 101 the build failed; 2 bad usage or config; 130 interrupted; 1 the \
+        runner itself failed. `preflight` and `gate` document their own (see their --help).",
+    after_help = "Config: .config/capped.toml at the workspace root (profiles, [profile.NAME.env], [groups.NAME], [preflight]).",
     arg_required_else_help = true,
     propagate_version = true
 )]
@@ -57,6 +60,44 @@ pub enum Command {
     Run(NamedRunArgs),
     /// Build the test binaries and list their tests (with the groups harness tests declare).
     List(ListArgs),
+    /// Check the host (CPUs, load, PSI, processes, open files, memory, disk) before a run.
+    #[command(
+        long_about = "Check the host before a run: CPUs (affinity, cgroup quota), load 1/5/15, PSI, \
+            processes against pid_max/RLIMIT_NPROC/cgroup pids.max, open files (file-nr, RLIMIT_NOFILE), \
+            memory (MemAvailable, cgroup limit and usage) and free disk under the target dir. Each reading \
+            gets a status (ok, warn, critical) and one line of advice; levels come from [preflight] in \
+            .config/capped.toml. The same readings decide whether a run degrades to width 1."
+    )]
+    Preflight(crate::preflight::command::PreflightArgs),
+    /// Run a command while holding a host-wide slot of a group (like flock(1), shared with tests).
+    #[command(
+        long_about = "Run CMD while holding one host-wide slot of group NAME: the same lock files that \
+            `#[capped(group = \"NAME\")]` tests and `cargo capped` runs take, so gated scripts and test suites \
+            share a GPU (or any scarce resource) fairly. While waiting, says who holds the slots (pid and \
+            command). CMD runs in its own process group with CAPPED_SLOT_<NAME> set; SIGINT, SIGTERM and \
+            SIGHUP are forwarded; the slot is freed when CMD exits or the gate dies, even by SIGKILL."
+    )]
+    Gate(crate::gate::GateArgs),
+    /// Benchmarks of the host-safety parts, for `cargo xtask bench` (JSON lines on stdout).
+    #[command(name = "__bench", hide = true)]
+    Bench(BenchArgs),
+}
+
+/// `__bench WHAT`: internal benchmarks printing `{"bench":..,"value":..,"unit":..}` lines.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub what: BenchWhat,
+}
+
+/// The internal benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchWhat {
+    /// The memory watchdog: CPU overhead while trees are watched, crossing-to-kill latency.
+    Watchdog,
+    /// The cost of a full preflight report and of the degrade readings between binaries.
+    Preflight,
 }
 
 /// `t1`/`t2`: the run options; the profile is implied.
@@ -334,6 +375,20 @@ pub struct RunOptions {
     /// Run every binary whatever fails (the default; accepted for cargo compatibility).
     #[arg(long, conflicts_with = "fail_fast", help_heading = "Run options")]
     pub no_fail_fast: bool,
+    /// Per test binary: kill its whole process tree when its summed RSS exceeds SIZE (300M,
+    /// 2GiB; overrides the profile's `mem-limit`). A watchdog samples every 50 ms; the report
+    /// names the binary and the tests that were running. Peak RSS per binary is always shown.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Run options")]
+    pub mem_limit: Option<u64>,
+    /// Keep the width on a busy host. By default, before the run and between binaries, a
+    /// host past a degrade level of `[preflight]` (load per CPU, available memory, CPU
+    /// pressure) runs one test at a time until it calms down.
+    #[arg(long, help_heading = "Run options")]
+    pub no_degrade: bool,
+    /// Run only the tests of partition K of N (hash:K/N): each test belongs to one partition
+    /// by a stable hash of its binary and name, so N jobs with K = 1..N run every test once.
+    #[arg(long, value_name = "hash:K/N", value_parser = crate::plan::partition::Partition::parse, help_heading = "Run options")]
+    pub partition: Option<crate::plan::partition::Partition>,
 }
 
 /// What the run prints.
@@ -392,6 +447,15 @@ impl Color {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     capped_test::units::parse_duration(text)
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    match capped_test::units::parse_size(text)? {
+        0 => Err(format!(
+            "`{text}`: a memory limit must be more than 0 bytes"
+        )),
+        bytes => Ok(bytes),
+    }
 }
 
 /// Drops the `capped` that cargo inserts (`cargo capped t2` runs `cargo-capped capped t2`).
@@ -554,6 +618,88 @@ mod tests {
         ] {
             assert!(cargo.contains(expected), "{expected} in {cargo}");
         }
+    }
+
+    #[test]
+    fn host_safety_options_parse() {
+        let cli = parse(&[
+            "cargo-capped",
+            "t2",
+            "--mem-limit",
+            "300M",
+            "--no-degrade",
+            "--partition",
+            "hash:2/3",
+        ])
+        .unwrap();
+        let Command::T2(args) = cli.command else {
+            panic!("not t2")
+        };
+        let options = args.run.options;
+        assert_eq!(options.mem_limit, Some(300 << 20));
+        assert!(options.no_degrade);
+        assert_eq!(
+            options.partition,
+            Some(crate::plan::Partition { index: 2, count: 3 })
+        );
+        for bad in [
+            &["--mem-limit", "0"][..],
+            &["--mem-limit", "lots"],
+            &["--partition", "hash:3/2"],
+            &["--partition", "count:1/2"],
+        ] {
+            let mut args = vec!["cargo-capped", "t2"];
+            args.extend_from_slice(bad);
+            assert!(parse(&args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn gate_preflight_and_the_hidden_bench_are_subcommands() {
+        let cli = parse(&[
+            "cargo-capped",
+            "capped",
+            "gate",
+            "--group",
+            "gpu",
+            "--max",
+            "2",
+            "--",
+            "make",
+            "-j2",
+        ])
+        .unwrap();
+        let Command::Gate(gate) = cli.command else {
+            panic!("not gate")
+        };
+        assert_eq!((gate.group.as_str(), gate.max), ("gpu", Some(2)));
+        assert_eq!(gate.command, ["make", "-j2"]);
+        assert!(parse(&["cargo-capped", "gate", "--group", "GPU", "--", "true"]).is_err());
+        let cli = parse(&["cargo-capped", "preflight", "--message-format", "json"]).unwrap();
+        assert!(matches!(cli.command, Command::Preflight(_)));
+        let cli = parse(&["cargo-capped", "__bench", "watchdog"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Bench(BenchArgs {
+                what: BenchWhat::Watchdog
+            })
+        ));
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("preflight") && help.contains("gate"),
+            "{help}"
+        );
+        assert!(!help.contains("__bench"), "hidden: {help}");
+        let mut gate_help = Cli::command();
+        let gate_help = gate_help
+            .find_subcommand_mut("gate")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            gate_help.contains("124 when --timeout passed"),
+            "{gate_help}"
+        );
     }
 
     #[test]

@@ -195,6 +195,9 @@ pub struct RunSummary {
     pub peak_concurrency: u32,
     /// The run's own peak RSS.
     pub runner_peak_rss: Option<u64>,
+    /// The peak RSS of each test binary's process tree (binary, bytes), in the order the
+    /// binaries finished; binaries too short to be sampled are left out.
+    pub binary_peak_rss: Vec<(String, u64)>,
     /// Where the JUnit report was written.
     pub junit_path: Option<PathBuf>,
     /// The exit code the run ends with (0, 100, 101, 2).

@@ -2,25 +2,24 @@
 //!
 //! Pipeline: [`plan`] (profile + config + command line → the run's caps) → [`build`]
 //! (`cargo test --no-run`) → [`run`] (each test binary in its own process group, scheduled
-//! under the run-wide width and groups) → report (a stream of [`events::RunEvent`]s).
+//! under the run-wide width and groups, with the host-safety hooks of
+//! [`run::host_safety`]: degrade, memory watchdog, NOFILE, EMFILE) → report (a stream of
+//! [`events::RunEvent`]s). Besides: [`preflight`] (`cargo capped preflight`) and [`gate`]
+//! (`cargo capped gate`).
 
-#[allow(dead_code)] // wired into the run loop in a follow-up (see adapt/mod.rs)
 mod adapt;
+mod bench;
 mod build;
 mod cli;
 mod errors;
 mod events;
-#[allow(dead_code)] // wired into cli.rs in a follow-up (see gate/mod.rs)
 mod gate;
-#[allow(dead_code)]
 mod host;
 mod libtest;
 mod plan;
-#[allow(dead_code)]
 mod preflight;
 mod reporter;
 mod run;
-#[allow(dead_code)] // wired into the run loop in a follow-up (see watchdog/mod.rs)
 mod watchdog;
 
 use std::process::ExitCode;
@@ -55,6 +54,13 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
+    // These handle their own signals (the gate forwards them to CMD).
+    match &cli.command {
+        Command::Gate(args) => return Ok(gate::run(args)),
+        Command::Preflight(args) => return Ok(preflight::command::run(args)),
+        Command::Bench(args) => return bench::run(args.what),
+        _ => {}
+    }
     if let Err(e) = run::signals::install() {
         return Err(Error::internal("cannot install signal handlers", e));
     }
@@ -69,6 +75,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Run(args) => run_tests(&args.profile, args.run),
         Command::List(args) => list_tests(args),
+        Command::Gate(_) | Command::Preflight(_) | Command::Bench(_) => {
+            unreachable!("dispatched above")
+        }
     }
 }
 
@@ -91,9 +100,10 @@ fn run_tests(profile: &str, args: RunArgs) -> Result<i32> {
         filter: args.filter,
         test_args: args.test_args,
     })?;
+    // Before the build: its load on the host counts as the run's own (see OwnLoad).
+    let mut hooks = run::host_safety::HostSafety::new(&plan);
     let built = build::build(&plan, plan.output.color, plan.output.quiet)?;
     let mut reporter = reporter::Reporter::new(reporter_options(&plan.output));
-    let mut hooks = run::NoHooks;
     let summary = run::run(
         &plan,
         built.binaries,
@@ -175,6 +185,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
                             "harness": listing.harness,
                             "groups": test.groups,
                             "threads": test.threads,
+                            "mem": test.mem,
                             "binary_groups": claimed,
                         });
                         println!("{line}");
@@ -196,6 +207,12 @@ fn list_tests(args: ListArgs) -> Result<i32> {
                         }
                         if test.threads > 1 {
                             line.push_str(&format!(" [threads: {}]", test.threads));
+                        }
+                        if let Some(mem) = test.mem {
+                            line.push_str(&format!(
+                                " [mem: {}]",
+                                capped_test::units::format_size(mem)
+                            ));
                         }
                         if test.ignored {
                             line.push_str(" (ignored)");

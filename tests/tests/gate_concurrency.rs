@@ -2,11 +2,7 @@
 //! test made a test (five jobs recording start and end never overlap under `--max 1`; at
 //! most two, and at least once two, under `--max 2`), a SIGKILLed holder freeing its slot,
 //! `--timeout` naming the holder, CMD's exit status passing through, bad names refused.
-//!
-//! Until the `gate` subcommand is wired into the command line, every test prints why it is
-//! skipped and passes; they start running by themselves once `cargo-capped gate --help`
-//! succeeds. (The same behaviours are unit-tested meanwhile in
-//! `cargo-capped/src/gate/tests.rs` through a test-only entry point.)
+//! (The same behaviours are unit-tested in `cargo-capped/src/gate/tests.rs`.)
 
 mod common;
 
@@ -15,21 +11,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Whether the binary has the `gate` subcommand; prints why `test` is skipped when not.
-fn gate_available(test: &str) -> bool {
-    let output = clean_command(cargo_capped(), &repo_root())
-        .args(["gate", "--help"])
-        .output()
-        .expect("running cargo-capped gate --help");
-    let ok = output.status.success() && String::from_utf8_lossy(&output.stdout).contains("--group");
-    if !ok {
-        eprintln!(
-            "skipping {test}: `cargo-capped gate` is not wired into the command line yet (see cargo-capped/src/gate/mod.rs, \"Wiring\")"
-        );
-    }
-    ok
-}
 
 /// A temp dir with the record file and the lock dir of one test.
 struct Scratch {
@@ -134,10 +115,20 @@ fn start_holder(scratch: &Scratch, group: &str, sleep: &str) -> Child {
 }
 
 #[test]
-fn five_concurrent_gates_with_max_1_never_overlap() {
-    if !gate_available("five_concurrent_gates_with_max_1_never_overlap") {
-        return;
+fn gate_help_explains_and_names_the_exit_statuses() {
+    let output = clean_command(cargo_capped(), &repo_root())
+        .args(["gate", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in ["--group", "--max", "--timeout", "124", "CAPPED_SLOT_"] {
+        assert!(help.contains(expected), "{expected} in {help}");
     }
+}
+
+#[test]
+fn five_concurrent_gates_with_max_1_never_overlap() {
     let scratch = Scratch::new();
     finish_all(start_jobs(&scratch, 5, "1", "0.2"));
     let intervals = read_intervals(&scratch.path("record"));
@@ -155,9 +146,6 @@ fn five_concurrent_gates_with_max_1_never_overlap() {
 
 #[test]
 fn five_concurrent_gates_with_max_2_run_two_at_once_never_three() {
-    if !gate_available("five_concurrent_gates_with_max_2_run_two_at_once_never_three") {
-        return;
-    }
     let scratch = Scratch::new();
     // Started together and holding 1 s each: the first two overlap for about a second.
     finish_all(start_jobs(&scratch, 5, "2", "1"));
@@ -172,9 +160,6 @@ fn five_concurrent_gates_with_max_2_run_two_at_once_never_three() {
 
 #[test]
 fn a_sigkilled_holder_frees_its_slot() {
-    if !gate_available("a_sigkilled_holder_frees_its_slot") {
-        return;
-    }
     let scratch = Scratch::new();
     let marker = "30.4242";
     let mut holder = start_holder(&scratch, "gpu", marker);
@@ -222,9 +207,6 @@ fn a_sigkilled_holder_frees_its_slot() {
 
 #[test]
 fn timeout_exits_124_naming_the_holder() {
-    if !gate_available("timeout_exits_124_naming_the_holder") {
-        return;
-    }
     let scratch = Scratch::new();
     let mut holder = start_holder(&scratch, "gpu", "30");
     let started = Instant::now();
@@ -251,9 +233,6 @@ fn timeout_exits_124_naming_the_holder() {
 
 #[test]
 fn cmd_exit_status_and_slot_env_pass_through() {
-    if !gate_available("cmd_exit_status_and_slot_env_pass_through") {
-        return;
-    }
     let scratch = Scratch::new();
     let output = scratch
         .gate(&[
@@ -289,9 +268,6 @@ fn cmd_exit_status_and_slot_env_pass_through() {
 
 #[test]
 fn bad_group_names_are_refused() {
-    if !gate_available("bad_group_names_are_refused") {
-        return;
-    }
     let scratch = Scratch::new();
     for name in ["GPU", "../etc", "", "a b"] {
         let output = scratch

@@ -116,6 +116,36 @@ const BENCHES: &[Bench] = &[
         name: "runner mixed suite",
         kind: Kind::Here(runner_mixed_suite),
     },
+    Bench {
+        name: "watchdog",
+        kind: Kind::Cargo(&[
+            "run",
+            "--release",
+            "--locked",
+            "--quiet",
+            "-p",
+            "cargo-capped",
+            "--",
+            "capped",
+            "__bench",
+            "watchdog",
+        ]),
+    },
+    Bench {
+        name: "preflight",
+        kind: Kind::Cargo(&[
+            "run",
+            "--release",
+            "--locked",
+            "--quiet",
+            "-p",
+            "cargo-capped",
+            "--",
+            "capped",
+            "__bench",
+            "preflight",
+        ]),
+    },
 ];
 
 /// A result row from one line of a bench's stdout: `{"bench": ..}` JSON, or

@@ -99,6 +99,7 @@ impl AdaptiveWidth {
     }
 
     /// The lowest width it goes down to (1).
+    #[cfg(test)]
     pub fn floor(&self) -> usize {
         self.floor
     }
@@ -142,7 +143,7 @@ pub struct FailedTest<'a> {
 pub enum Rerun {
     /// Nothing.
     Nothing,
-    /// These tests, once, with `--exact` (see [`rerun_args`]).
+    /// These tests, once, by exact name (see `run::schedule::selection_args`).
     Tests(Vec<String>),
     /// The whole binary once more: it died of EMFILE without naming a failed test (the
     /// harness itself could not open a file).
@@ -196,7 +197,8 @@ impl EmfileAdapter {
         self.rerun.contains(&(binary.to_string(), test.to_string()))
     }
 
-    /// Every message given so far, for the summary.
+    /// Every message given so far.
+    #[cfg(test)]
     pub fn messages(&self) -> &[String] {
         &self.messages
     }
@@ -316,15 +318,6 @@ pub fn tests_to_rerun(
         .collect()
 }
 
-/// libtest arguments that run exactly `tests`: `--exact NAME…` (libtest takes several
-/// filters). Add `--test-threads N` at the lowered width.
-pub fn rerun_args(tests: &[String]) -> Vec<String> {
-    let mut args = Vec::with_capacity(tests.len() + 1);
-    args.push("--exact".to_string());
-    args.extend(tests.iter().cloned());
-    args
-}
-
 fn count(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
@@ -439,10 +432,6 @@ mod tests {
         assert_eq!(
             tests_to_rerun(&failed, |name| name == "a::opens"),
             ["a::sockets"]
-        );
-        assert_eq!(
-            rerun_args(&["a::opens".into(), "a::sockets".into()]),
-            ["--exact", "a::opens", "a::sockets"]
         );
     }
 

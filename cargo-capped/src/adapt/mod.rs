@@ -10,21 +10,22 @@
 //!   below 1) for the rest of the run ([`emfile::AdaptiveWidth`]), and the affected tests
 //!   are rerun once at the lower width ([`emfile::EmfileAdapter`]).
 //!
-//! # Wiring (run loop)
+//! # In the run loop
 //!
-//! 1. Before the first test binary starts (after the plan fixed the width), call
-//!    [`nofile::raise_at_start`]`(width)` and print each returned notice on stderr (human
-//!    output) or emit it as a run event.
-//! 2. Create one [`emfile::EmfileAdapter::new`]`(width)` per run.
-//! 3. When a test binary finishes with failed tests, call
+//! 1. Before the first test binary is listed or spawned, `run::host_safety::HostSafety`
+//!    calls [`nofile::raise_at_start`]`(width)`; warnings are notices, the raise itself one
+//!    with `-v`.
+//! 2. The runner keeps one [`emfile::EmfileAdapter::new`]`(width)` per run.
+//! 3. When a test binary finishes with failed tests, the runner calls
 //!    [`emfile::EmfileAdapter::on_binary_finished`] with the binary's name, its failed tests
 //!    and each one's captured output (and the binary's own stderr, for a harness that died
-//!    of EMFILE before reporting tests). If the returned [`emfile::Adaptation`] has a
-//!    notice, print it and use [`emfile::EmfileAdapter::width`] as the width from now on
-//!    (for scheduling and `--test-threads` of later binaries). If it names tests to
-//!    rerun, run the binary again with [`emfile::rerun_args`] (`--exact NAME…`) and
-//!    `--test-threads` at the new width; the rerun's results replace the first ones, and the
-//!    report says the test was rerun after EMFILE.
+//!    of EMFILE before reporting tests), shows the returned [`emfile::Adaptation`]'s
+//!    message as a notice, takes [`emfile::EmfileAdapter::width`] as the width from now on
+//!    (for scheduling and `--test-threads` of later binaries), and runs the tests to rerun
+//!    again (`--exact NAME…`) at the new width; the rerun's results replace the first ones.
+//!
+//! EMFILE failures are held back until their binary is done (`run/mod.rs`,
+//! `adapt_to_emfile`), so a test that passes on its rerun is counted once, as passed.
 
 pub mod emfile;
 pub mod nofile;

@@ -37,18 +37,10 @@
 //! * CMD is not in the terminal's foreground process group: a CMD that reads from the
 //!   terminal is stopped (SIGTTIN). Gate batch jobs, not interactive programs.
 //!
-//! # Wiring (cli.rs, main.rs)
+//! # Entry
 //!
-//! Add a variant to `cli::Command`:
-//!
-//! ```ignore
-//! /// Run a command while holding a host-wide slot of a group (as flock(1), but capped's).
-//! Gate(crate::gate::GateArgs),
-//! ```
-//!
-//! and in `main.rs`'s dispatch: `Command::Gate(args) => Ok(gate::run(&args))`. The gate
-//! installs its own signal handling (signal-hook's iterator, which coexists with the
-//! runner's flag handlers), so it works whether or not `run::signals::install()` ran first.
+//! `cargo capped gate` (`cli::Command::Gate`) calls [`run`] before the runner installs its
+//! own signal handlers: the gate installs its own (signal-hook's iterator), to forward them.
 
 mod child;
 mod holders;
@@ -91,7 +83,7 @@ pub const FORWARDED_SIGNALS: [i32; 3] = [
         2 bad usage (group name, lock dir, config); 126 CMD cannot be executed; 127 CMD not found."
 )]
 pub struct GateArgs {
-    /// The group whose slot to take: [a-z0-9][a-z0-9_-]{0,63} (e.g. gpu, crossval, e2e).
+    /// The group whose slot to take: `[a-z0-9][a-z0-9_-]{0,63}` (e.g. gpu, crossval, e2e).
     #[arg(long, value_name = "NAME", value_parser = group_name)]
     pub group: String,
     /// How many holders the group allows at once [default: the group's `max` in
@@ -102,7 +94,7 @@ pub struct GateArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// The host lock dir [default: $CAPPED_LOCK_DIR, else $XDG_RUNTIME_DIR/capped, else
-    /// /tmp/capped-<uid>].
+    /// /tmp/capped-UID].
     #[arg(long, value_name = "DIR")]
     pub lock_dir: Option<PathBuf>,
     /// Do not say who holds the slot while waiting (errors and timeouts are still shown).

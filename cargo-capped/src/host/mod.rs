@@ -75,16 +75,6 @@ impl HostError {
             kind: HostErrorKind::Syscall(error),
         }
     }
-
-    /// The file path or syscall the error is about.
-    pub fn subject(&self) -> &str {
-        &self.subject
-    }
-
-    /// What went wrong.
-    pub fn kind(&self) -> &HostErrorKind {
-        &self.kind
-    }
 }
 
 impl fmt::Display for HostError {
@@ -258,13 +248,6 @@ impl HostRoot {
         read_text(&path).map_err(|e| HostError::read(&path, e))
     }
 
-    /// Reads an optional file: `Ok(None)` when it does not exist or the kernel does not
-    /// support it (`EOPNOTSUPP`, as PSI files do with `psi=0`).
-    pub fn read_optional(&self, absolute: impl AsRef<Path>) -> Result<Option<String>, HostError> {
-        let path = self.path(absolute);
-        read_optional_path(&path)
-    }
-
     /// `/proc/loadavg`.
     pub fn loadavg(&self) -> Result<LoadAvg, HostError> {
         let path = self.path("/proc/loadavg");
@@ -308,11 +291,13 @@ impl HostRoot {
     }
 
     /// `/proc/sys/fs/file-max`.
+    #[cfg(test)]
     pub fn file_max(&self) -> Result<u64, HostError> {
         self.read_number("/proc/sys/fs/file-max")
     }
 
     /// The number of processes: numeric directories in `/proc`.
+    #[cfg(test)]
     pub fn process_count(&self) -> Result<u64, HostError> {
         self.process_counts(None).map(|counts| counts.processes)
     }

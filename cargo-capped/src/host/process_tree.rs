@@ -279,6 +279,7 @@ impl TreeSampler {
 
     /// The members of `root`'s tree (itself and its descendants, plus the members of
     /// process group `pgid` when given) and their summed `VmRSS`.
+    #[cfg_attr(not(test), allow(dead_code))] // used by bench_sample and tests
     pub fn sample(&mut self, root: u32, pgid: Option<u32>) -> Result<TreeSample, HostError> {
         let mut samples = self.sample_many(&[(root, pgid)])?;
         Ok(samples.pop().unwrap_or(TreeSample {

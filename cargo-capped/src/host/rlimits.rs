@@ -24,14 +24,6 @@ impl Resource {
         }
     }
 
-    /// The C name (`RLIMIT_NOFILE`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Resource::NoFile => "RLIMIT_NOFILE",
-            Resource::NProc => "RLIMIT_NPROC",
-        }
-    }
-
     /// The row of `/proc/<pid>/limits` that holds it.
     fn proc_limits_row(self) -> &'static str {
         match self {
@@ -88,6 +80,7 @@ pub fn nofile() -> Limit {
 }
 
 /// This process's `RLIMIT_NPROC`.
+#[cfg(test)]
 pub fn nproc() -> Limit {
     get(Resource::NProc)
 }

@@ -6,9 +6,19 @@
 //! one environment map ([`Plan::env_for_run`]) from which both the runner and every test
 //! process compute their [`capped_test::Caps`], so both sides agree.
 //!
-//! Issue 5 (preflight, degrade) hooks in here: a degrade decision lowers [`Plan::width`]
-//! before the run starts.
+//! Host safety (issue 5) is planned here too: the `[preflight]` thresholds that decide
+//! whether a busy host degrades the run ([`Plan::thresholds`], [`Plan::degrade`]), the memory
+//! cap per test binary ([`Plan::mem_limit`]), the memory budget every test process shares
+//! ([`Plan::mem_budget`], by default three quarters of the memory available at start,
+//! computed once so every process of the run agrees), and `--partition`. The run itself
+//! ([`crate::run`]) applies them.
+//!
+//! `CAPPED_HOST_ROOT` (test-only, undocumented for users) points the host readings behind
+//! degrade decisions at a directory of fixture files laid out as `/proc` and `/sys` (see
+//! [`crate::host::HostRoot`]), so end-to-end tests can play a busy host. It never affects the
+//! memory watchdog, which must see the real processes.
 
+pub mod partition;
 pub mod workspace;
 
 use std::collections::BTreeMap;
@@ -21,7 +31,13 @@ use capped_test::{Caps, DETERMINISTIC_SEED};
 
 use crate::cli::{CargoArgs, OutputArgs, RunOptions};
 use crate::errors::{Error, Result};
+use crate::host::HostRoot;
+use crate::preflight::Thresholds;
+pub use partition::Partition;
 pub use workspace::{PackageInfo, Workspace};
+
+/// The test-only variable that points host readings at fixture files (see the module docs).
+pub const HOST_ROOT_VAR: &str = "CAPPED_HOST_ROOT";
 
 /// Everything decided before the build: the caps of the run and how to report it.
 #[derive(Debug, Clone)]
@@ -50,8 +66,19 @@ pub struct Plan {
     pub timeout: Option<Duration>,
     /// Default per-test timeout for harness/attribute tests (`CAPPED_TEST_TIMEOUT`).
     pub test_timeout: Option<Duration>,
-    /// Memory budget for `mem = ".."` reservations.
+    /// Memory budget for `mem = ".."` reservations (`CAPPED_MEM_BUDGET`): the profile's
+    /// `mem-budget`, else computed once at start ([`default_mem_budget`]).
     pub mem_budget: Option<u64>,
+    /// Per test binary: the cap on its process tree's summed RSS (`--mem-limit`, `mem-limit`).
+    pub mem_limit: Option<u64>,
+    /// Whether a busy host may lower the width (`--no-degrade` turns it off).
+    pub degrade: bool,
+    /// The `[preflight]` levels: statuses of readings, and when a run degrades.
+    pub thresholds: Thresholds,
+    /// Where host readings come from (the live system; fixture files under `CAPPED_HOST_ROOT`).
+    pub host: HostRoot,
+    /// `--partition hash:K/N`.
+    pub partition: Option<Partition>,
     /// Host lock dir.
     pub lock_dir: PathBuf,
     /// The profile's `[env]`.
@@ -100,12 +127,21 @@ impl Plan {
         let config_path = workspace
             .root
             .join(capped_test::config::CONFIG_RELATIVE_PATH);
-        let config = if config_path.is_file() {
-            Config::load(&config_path)?
+        let (config, thresholds) = if config_path.is_file() {
+            load_config(&config_path)?
         } else {
-            Config::default()
+            (Config::default(), Thresholds::default())
         };
-        Plan::resolve(workspace, config, input)
+        let mut plan = Plan::resolve(workspace, config, input)?;
+        plan.thresholds = thresholds;
+        if let Some(root) = std::env::var_os(HOST_ROOT_VAR).filter(|r| !r.is_empty()) {
+            plan.host = HostRoot::at(PathBuf::from(root));
+        }
+        if plan.mem_budget.is_none() {
+            // Always from the live system: the budget is about real memory.
+            plan.mem_budget = default_mem_budget(&HostRoot::system());
+        }
+        Ok(plan)
     }
 
     /// Resolves the profile against a config (separate from discovery for tests).
@@ -173,6 +209,11 @@ impl Plan {
             timeout: options.timeout.or(profile.timeout),
             test_timeout: profile.test_timeout,
             mem_budget: profile.mem_budget,
+            mem_limit: options.mem_limit.or(profile.mem_limit),
+            degrade: !options.no_degrade,
+            thresholds: Thresholds::default(),
+            host: HostRoot::system(),
+            partition: options.partition,
             lock_dir,
             profile_env: profile.env.clone(),
             fail_fast: options.fail_fast,
@@ -253,6 +294,31 @@ impl Plan {
         let caps = caps.with_target_dir(Some(self.workspace.target_dir.clone()));
         Ok((env, caps))
     }
+}
+
+/// Reads the config file with its `[preflight]` table checked as [`Thresholds`] (unknown
+/// keys and bad values are errors naming `file:line:column`).
+pub fn load_config(path: &std::path::Path) -> Result<(Config, Thresholds)> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "{}: cannot read the config file: {e}",
+            path.display()
+        ))
+    })?;
+    let (config, thresholds) = Config::parse_with_preflight::<Thresholds>(Some(path), &text)?;
+    Ok((config, thresholds.unwrap_or_default()))
+}
+
+/// The share of available memory that `mem = ".."` reservations may take when the profile
+/// sets no `mem-budget`.
+pub const DEFAULT_MEM_BUDGET_FRACTION: f64 = 0.75;
+
+/// The default memory budget: [`DEFAULT_MEM_BUDGET_FRACTION`] of the memory available now
+/// (`MemAvailable`, or the cgroup's headroom when that is less); `None` when unreadable.
+pub fn default_mem_budget(host: &HostRoot) -> Option<u64> {
+    let cgroup = host.cgroup().ok().flatten();
+    let available = crate::preflight::available_memory(host, cgroup.as_ref())?;
+    Some((available as f64 * DEFAULT_MEM_BUDGET_FRACTION) as u64)
 }
 
 #[cfg(test)]
@@ -344,6 +410,73 @@ mod tests {
         )
         .unwrap();
         assert_eq!((det.width, det.seed), (1, 42));
+    }
+
+    #[test]
+    fn host_safety_from_the_profile_and_the_command_line() {
+        let config = "[profile.ci]\nmem-limit = \"2GiB\"\nmem-budget = \"8GiB\"\n";
+        let ci = plan(config, "ci", RunOptions::default()).unwrap();
+        assert_eq!(
+            (ci.mem_limit, ci.mem_budget),
+            (Some(2 << 30), Some(8 << 30))
+        );
+        assert!(ci.degrade && ci.partition.is_none());
+        let (env, _) = ci.env_for_run(None).unwrap();
+        assert_eq!(env["CAPPED_MEM_BUDGET"], (8u64 << 30).to_string());
+        let ci = plan(
+            config,
+            "ci",
+            RunOptions {
+                mem_limit: Some(300 << 20),
+                no_degrade: true,
+                partition: Some(Partition { index: 1, count: 2 }),
+                ..RunOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(ci.mem_limit, Some(300 << 20), "the flag wins");
+        assert!(!ci.degrade);
+        assert_eq!(
+            ci.partition.map(|p| p.to_string()).as_deref(),
+            Some("hash:1/2")
+        );
+        assert_eq!(
+            plan("", "t2", RunOptions::default()).unwrap().mem_limit,
+            None
+        );
+    }
+
+    #[test]
+    fn the_preflight_table_is_checked_where_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capped.toml");
+        std::fs::write(
+            &path,
+            "[groups.gpu]\nmax = 1\n[preflight]\ndegrade-load-per-cpu = 3\n",
+        )
+        .unwrap();
+        let (config, thresholds) = load_config(&path).unwrap();
+        assert_eq!(config.groups["gpu"].max, 1);
+        assert_eq!(thresholds.degrade_load_per_cpu, 3.0);
+        std::fs::write(&path, "[preflight]\ndegrade-load-per-cpu = 3\nbogus = 1\n").unwrap();
+        let message = load_config(&path).unwrap_err().to_string();
+        assert!(message.contains("capped.toml:3:1"), "{message}");
+        assert!(message.contains("bogus"), "{message}");
+    }
+
+    #[test]
+    fn the_default_memory_budget_is_three_quarters_of_what_is_available() {
+        let host = crate::host::tests::fixture("idle");
+        let available = host.meminfo().unwrap().available;
+        assert_eq!(default_mem_budget(&host), Some(available / 4 * 3));
+        // A cgroup limit tighter than MemAvailable is what counts.
+        let limited = crate::host::tests::fixture("cgroup-v2-limited");
+        let budget = default_mem_budget(&limited).unwrap();
+        assert!(
+            budget < limited.meminfo().unwrap().available / 4 * 3,
+            "{budget}"
+        );
+        assert!(default_mem_budget(&HostRoot::at("/nonexistent")).is_none());
     }
 
     #[test]

@@ -13,16 +13,7 @@
 //! 3 rather than 1 so that a script tells "the host is in trouble" from "the tool failed"
 //! (1) and from bad usage (2).
 //!
-//! # Wiring (cli.rs, main.rs)
-//!
-//! Add a variant to `cli::Command`:
-//!
-//! ```ignore
-//! /// Check the host (CPUs, load, memory, pids, open files, disk) before a run.
-//! Preflight(crate::preflight::command::PreflightArgs),
-//! ```
-//!
-//! and in `main.rs`'s dispatch: `Command::Preflight(args) => Ok(preflight::command::run(&args))`.
+//! `CAPPED_HOST_ROOT` (test-only) reads the host from fixture files instead.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -185,7 +176,12 @@ pub fn run(args: &PreflightArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let report = collect(&HostRoot::system(), &place.target_dir, &thresholds);
+    // Test-only: fixture files instead of the live /proc and /sys (see `plan`).
+    let host = match get(crate::plan::HOST_ROOT_VAR).filter(|root| !root.is_empty()) {
+        Some(root) => HostRoot::at(root),
+        None => HostRoot::system(),
+    };
+    let report = collect(&host, &place.target_dir, &thresholds);
     match args.message_format {
         PreflightFormat::Json => println!("{}", report.to_json()),
         PreflightFormat::Human => print!("{}", report.render_human(use_color(args.color, &get))),

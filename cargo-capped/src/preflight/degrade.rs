@@ -17,6 +17,7 @@
 use capped_test::units::format_size;
 
 use super::{Report, Thresholds, Value, keys};
+use crate::host::{HostRoot, PsiResource};
 
 /// The readings a degrade decision looks at.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,6 +44,25 @@ impl Signals {
             cpus: value(keys::CPU_COUNT).as_u64().unwrap_or(1).max(1),
             mem_available: value(keys::MEM_AVAILABLE).as_u64(),
             psi_cpu: value(keys::PSI_CPU).as_f64(),
+            own_load: 0.0,
+        }
+    }
+
+    /// Reads only what a decision needs: `/proc/loadavg`, `/proc/meminfo` (and the cgroup's
+    /// memory headroom), `/proc/pressure/cpu` and the CPU count (affinity, cgroup quota). A
+    /// few small files, cheap enough to read between binaries; what cannot be read is
+    /// `None` (no reason to degrade).
+    pub fn read(host: &HostRoot) -> Self {
+        let cgroup = host.cgroup().ok().flatten();
+        Signals {
+            load_1m: host.loadavg().ok().map(|load| load.one),
+            cpus: super::host_cpus(host, cgroup.as_ref()),
+            mem_available: super::available_memory(host, cgroup.as_ref()),
+            psi_cpu: host
+                .pressure(PsiResource::Cpu)
+                .ok()
+                .flatten()
+                .map(|p| p.some.avg10),
             own_load: 0.0,
         }
     }
@@ -114,22 +134,21 @@ impl Degrader {
         self
     }
 
-    /// The width the run asked for.
-    pub fn requested_width(&self) -> usize {
-        self.requested
-    }
-
     /// Whether the last decision degraded the run.
+    #[cfg(test)]
     pub fn is_degraded(&self) -> bool {
         self.degraded
     }
 
     /// The width of the last decision.
+    #[cfg(test)]
     pub fn width(&self) -> usize {
         if self.degraded { 1 } else { self.requested }
     }
 
-    /// Decides from a preflight report.
+    /// Decides from a preflight report (the runner uses [`Degrader::decide_signals`] with
+    /// [`Signals::from_report`], to subtract its own load).
+    #[cfg(test)]
     pub fn decide(&mut self, report: &Report) -> Decision {
         self.decide_signals(&Signals::from_report(report))
     }
@@ -149,7 +168,8 @@ impl Degrader {
         let per_cpu = signals.load_per_cpu();
         let load_text = |per_cpu: f64| {
             let load = signals.load_1m.unwrap_or(0.0);
-            if signals.own_load > 0.0 {
+            // Hundredths are what the line shows: no "less our 0.00".
+            if signals.own_load >= 0.005 {
                 format!(
                     "load.1m {load:.2} less our {:.2} = {per_cpu:.2} per CPU",
                     signals.own_load
@@ -323,6 +343,16 @@ mod tests {
             "{reason}"
         );
         assert!(!reason.contains('\n'));
+    }
+
+    #[test]
+    fn cheap_readings_agree_with_the_full_report() {
+        for case in ["busy", "idle", "cgroup-v2-limited", "cgroup-v1", "no-psi"] {
+            let host = fixture(case);
+            let cheap = Signals::read(&host);
+            let full = Signals::from_report(&fixture_report(case));
+            assert_eq!(cheap, full, "{case}");
+        }
     }
 
     #[test]

@@ -363,6 +363,28 @@ fn paint(status: Status, text: &str) -> String {
     format!("\x1b[{code}m{text}\x1b[0m")
 }
 
+/// Memory available to the tests: `MemAvailable`, or the cgroup's headroom (limit − working
+/// set) when that is less, as the `mem.available` reading computes it; `None` when
+/// `/proc/meminfo` is unreadable.
+pub fn available_memory(host: &HostRoot, cgroup: Option<&CgroupInfo>) -> Option<u64> {
+    let mem = host.meminfo().ok()?;
+    let headroom = cgroup
+        .and_then(|c| c.memory.as_ref())
+        .and_then(|m| m.headroom());
+    Some(headroom.map_or(mem.available, |room| room.min(mem.available)))
+}
+
+/// Effective CPUs of `host`: affinity (else `available_parallelism`) and the cgroup quota.
+pub fn host_cpus(host: &HostRoot, cgroup: Option<&CgroupInfo>) -> u64 {
+    let affinity = host
+        .cpus_allowed()
+        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
+    effective_cpus(
+        affinity,
+        cgroup.and_then(|c| c.cpu.as_ref()).map(|q| q.cpus()),
+    )
+}
+
 /// Effective CPUs: `min(affinity, ceil(quota))`, at least 1.
 pub fn effective_cpus(affinity: u64, quota_cpus: Option<f64>) -> u64 {
     let quota = quota_cpus

@@ -30,6 +30,8 @@ use capped_test::units::{format_duration, format_size};
 
 /// How many not-run tests the summary names one by one.
 const NOT_RUN_LISTED: usize = 20;
+/// How many binaries the summary's peak RSS line names (the largest first).
+const PEAKS_LISTED: usize = 5;
 
 /// The run's settings, from `RunStarted`.
 #[derive(Debug, Clone)]
@@ -376,6 +378,30 @@ impl Human {
                 "{} runner peak RSS {}",
                 p.label(Style::Bold, "Memory"),
                 format_size(rss)
+            );
+        }
+        if !summary.binary_peak_rss.is_empty() {
+            let mut peaks: Vec<&(String, u64)> = summary.binary_peak_rss.iter().collect();
+            peaks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let shown: Vec<String> = peaks
+                .iter()
+                .take(PEAKS_LISTED)
+                .map(|(binary, bytes)| format!("{binary} {}", format_size(*bytes)))
+                .collect();
+            let more = match peaks.len().saturating_sub(PEAKS_LISTED) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            let label = if summary.runner_peak_rss.is_some() {
+                ""
+            } else {
+                "Memory"
+            };
+            let _ = writeln!(
+                out,
+                "{} peak RSS per test binary: {}{more}",
+                p.label(Style::Bold, label),
+                shown.join(", ")
             );
         }
         match junit {

@@ -20,6 +20,7 @@
 //!  "slowest":[{"name":"solver::converges","duration_ms":3201.0}],
 //!  "groups":{"gpu":{"count":6,"wait_ms":{"p50":0.0,"p95":310.0,"p99":320.0,"max":320.0},
 //!  "peak_holders":1}},"peak_concurrency":2,"runner_peak_rss":22000000,
+//!  "binary_peak_rss":[{"binary":"pkg::integration","bytes":31457280}],
 //!  "junit_path":"target/junit.xml","exit_code":100}
 //! ```
 //!
@@ -132,9 +133,17 @@ enum Line<'a> {
         groups: BTreeMap<&'a str, Group>,
         peak_concurrency: u32,
         runner_peak_rss: Option<u64>,
+        binary_peak_rss: Vec<PeakRss<'a>>,
         junit_path: Option<String>,
         exit_code: i32,
     },
+}
+
+/// One binary's peak RSS in `run-finished`.
+#[derive(Debug, Serialize)]
+struct PeakRss<'a> {
+    binary: &'a str,
+    bytes: u64,
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -270,6 +279,14 @@ pub fn line(event: &RunEvent) -> String {
                 .collect(),
             peak_concurrency: summary.peak_concurrency,
             runner_peak_rss: summary.runner_peak_rss,
+            binary_peak_rss: summary
+                .binary_peak_rss
+                .iter()
+                .map(|(binary, bytes)| PeakRss {
+                    binary,
+                    bytes: *bytes,
+                })
+                .collect(),
             junit_path: summary.junit_path.as_ref().map(|p| p.display().to_string()),
             exit_code: summary.exit_code,
         },

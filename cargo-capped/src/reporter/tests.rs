@@ -121,6 +121,10 @@ fn summary(junit: Option<&Path>) -> RunSummary {
         ]),
         peak_concurrency: 2,
         runner_peak_rss: Some(22 * 1024 * 1024),
+        binary_peak_rss: vec![
+            ("pkg".into(), 31 << 20),
+            ("pkg::integration".into(), 3 << 30),
+        ],
         junit_path: junit.map(Path::to_path_buf),
         exit_code: 100,
     }
@@ -285,6 +289,7 @@ Segmentation fault in libfoo
              width: 7 acquisitions, wait p50 0ms p95 12ms p99 30ms, peak holders 2/2
  Concurrency 2 tests at once at peak, width 2
       Memory runner peak RSS 22 MiB
+             peak RSS per test binary: pkg::integration 3 GiB, pkg 31 MiB
 
 failures:
     pkg::integration tests::divides (failed)

@@ -12,10 +12,27 @@
 //! no zombie and no orphan in the group survive a binary, and its slots are released only
 //! once nothing of it runs.
 //!
-//! Hooks for host safety (issue 5) are the [`RunHooks`] trait: a gate consulted before each
-//! binary starts, and a per-child watchdog called every tick that may ask for a kill.
+//! Host safety (issue 5) comes in through the [`RunHooks`] trait ([`host_safety::HostSafety`]
+//! in a real run): notices before the first binary (a raised `RLIMIT_NOFILE`), the width to
+//! run at before the run and after each binary (auto-degrade), a per-child watchdog called
+//! every tick that may ask for a kill (memory cap), and what a binary's end means for memory.
+//!
+//! The run's **width** is thus not fixed: [`Plan::width`] is its ceiling (and the capacity of
+//! the width lock files), the width in force is the lowest of the degrade decision and the
+//! EMFILE adapter's. Binaries started at a lower width get it as their `CAPPED_TEST_THREADS`
+//! (harness binaries then take only the first slots) or `--test-threads`.
+//!
+//! **EMFILE**: a failed test whose output says "Too many open files" is held back instead of
+//! reported; when its binary is done the [`EmfileAdapter`] lowers the width by a quarter and
+//! the runner runs those tests once more, alone in a unit of their own (`--exact NAME…`), at
+//! the lower width. Their second result is the one reported; a notice says what happened.
+//!
+//! **Partitions** (`--partition hash:K/N`): after listing, each binary keeps the tests of
+//! partition K and runs them by name ([`schedule::selection_args`], chunked); the others are
+//! not counted, and a notice says how many.
 
 pub mod env;
+pub mod host_safety;
 pub mod list;
 pub mod run_dir;
 pub mod schedule;
@@ -33,6 +50,7 @@ use capped_test::protocol::{self, Event, GroupLimit, ListedTest, env as vars, no
 use capped_test::{Caps, Guard, Request, Scope};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
+use crate::adapt::emfile::{EmfileAdapter, FailedTest, Rerun, looks_like_emfile};
 use crate::build::TestBinary;
 use crate::errors::{EXIT_INTERRUPTED, EXIT_OK, EXIT_TEST_FAILED, Result};
 use crate::events::{BinaryId, RunEvent, RunSummary, TestResult, TestStatus};
@@ -49,31 +67,69 @@ pub const GRACE: Duration = Duration::from_secs(2);
 /// How long to wait for a child's pipes to close after it exited.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
-/// Host-safety hooks (issue 5). The default does nothing.
+/// The width to run at from now on, as [`RunHooks::width`] decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WidthDecision {
+    /// The width (1 ..= the requested width).
+    pub width: u32,
+    /// One line for the report when the width changed (which reading and level decided).
+    pub notice: Option<String>,
+}
+
+/// What a binary's end means for memory, as [`RunHooks::ended`] says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryEnd {
+    /// The peak RSS of its process tree, when it was sampled.
+    pub peak_rss: Option<u64>,
+    /// Why it died, when memory is the reason: the runner's own memory kill with its final
+    /// peak, a kill the watchdog sent after the runner's last look, or a SIGKILL nobody here
+    /// sent (likely the kernel's OOM killer).
+    pub killed: Option<KillReason>,
+}
+
+/// Host-safety hooks (issue 5). The defaults do nothing.
 pub trait RunHooks {
+    /// Once, before the first binary is listed or spawned, for a run of `width`: lines to
+    /// show (a raised open-files limit, a warning that it is low).
+    fn starting(&mut self, _width: u32) -> Vec<String> {
+        Vec::new()
+    }
+    /// Before the run and after each binary ends: the width to run at from now on, at most
+    /// `requested` (auto-degrade on a busy host).
+    fn width(&mut self, requested: u32) -> WidthDecision {
+        WidthDecision {
+            width: requested,
+            notice: None,
+        }
+    }
     /// Whether `binary` may start now (a gate on host load or memory); `false` retries
     /// on the next tick.
     fn may_start(&mut self, _binary: &TestBinary) -> bool {
         true
     }
+    /// Right after `binary` was spawned as `pid` (its own process group).
+    fn spawned(&mut self, _binary: &BinaryId, _pid: u32) {}
     /// Called every tick for each running binary (`pid` is also its process group id).
     /// Returning a reason kills the binary's process group (SIGTERM, grace, SIGKILL).
     fn watch(&mut self, _binary: &BinaryId, _pid: u32) -> Option<KillReason> {
         None
     }
-    /// The peak RSS of the binary's process tree, when watched.
-    fn peak_rss(&mut self, _binary: &BinaryId, _pid: u32) -> Option<u64> {
-        None
+    /// After the binary was reaped: `signal` ended it (if one did), `killed` is why the
+    /// runner killed it (if it did). Returns its peak RSS and the memory verdict.
+    fn ended(
+        &mut self,
+        _binary: &BinaryId,
+        _pid: u32,
+        _signal: Option<i32>,
+        _killed: Option<&KillReason>,
+    ) -> MemoryEnd {
+        MemoryEnd::default()
     }
-    /// Called between binaries, with a line to show, if any (degrade decisions, …).
+    /// Called between binaries, with a line to show, if any.
     fn notice(&mut self) -> Option<String> {
         None
     }
 }
-
-/// No host-safety hooks.
-pub struct NoHooks;
-impl RunHooks for NoHooks {}
 
 /// Runs the built binaries under `plan`, sending every [`RunEvent`] to `sink`. Returns the
 /// summary (also sent as [`RunEvent::RunFinished`]).
@@ -84,6 +140,7 @@ pub fn run(
     sink: &mut dyn FnMut(&RunEvent),
 ) -> Result<RunSummary> {
     let run_started = Instant::now();
+    let starting_notices = hooks.starting(plan.width);
     let run_dir = RunDir::create(&plan.workspace.target_dir)?;
     let (env, caps) = plan.env_for_run(Some((run_dir.id(), run_dir.path())))?;
     let listings = list::list_all(
@@ -95,30 +152,47 @@ pub fn run(
             test_args: &plan.test_args,
         },
     );
-    let units: Vec<Unit> = binaries
-        .into_iter()
-        .zip(listings)
-        .enumerate()
-        .map(|(index, (binary, listing))| {
-            let claimed = plan.groups_claiming(&binary.id.target);
-            let events_path = run_dir.events_file(index, &binary.id.target);
-            let (listing, list_error) = match listing {
-                Ok(listing) => (listing, None),
-                Err(e) => (Listing::default(), Some(e)),
-            };
-            let runnable = schedule::runnable(&listing.tests, &plan.test_args).len();
-            Unit {
-                binary,
-                listing,
-                list_error,
-                claimed,
-                events_path,
-                runnable,
-                first_blocked: None,
-                state: State::Pending,
+    let mut units: Vec<Unit> = Vec::new();
+    let mut partitioned = PartitionCount::default();
+    for (binary, listing) in binaries.into_iter().zip(listings) {
+        let claimed = plan.groups_claiming(&binary.id.target);
+        let (listing, list_error) = match listing {
+            Ok(listing) => (listing, None),
+            Err(e) => (Listing::default(), Some(e)),
+        };
+        let selections = match (&plan.partition, &list_error) {
+            (Some(partition), None) => {
+                let (kept, left) = partition_listing(&listing, &binary.id, partition);
+                partitioned.kept += kept.tests.len();
+                partitioned.left += left;
+                if kept.tests.is_empty() {
+                    continue;
+                }
+                if left == 0 {
+                    vec![(kept, None)]
+                } else {
+                    let names = kept.tests.iter().map(|t| t.name.clone()).collect();
+                    schedule::chunk_names(names, schedule::SELECTION_CHUNK_BYTES)
+                        .into_iter()
+                        .map(|chunk| (subset(&kept, &chunk), Some(chunk)))
+                        .collect()
+                }
             }
-        })
-        .collect();
+            _ => vec![(listing, None)],
+        };
+        for (listing, selection) in selections {
+            let index = units.len();
+            units.push(Unit::new(
+                binary.clone(),
+                listing,
+                list_error.clone(),
+                claimed.clone(),
+                run_dir.events_file(index, &binary.id.target),
+                selection,
+                &plan.test_args,
+            ));
+        }
+    }
     let mode = if plan.shuffle {
         OrderMode::Shuffled(plan.seed)
     } else if plan.deterministic {
@@ -136,8 +210,14 @@ pub fn run(
         .collect();
     let order = schedule::order(&keys, mode);
     let total_tests = units.iter().map(|u| u.listing.tests.len()).sum();
-    let binaries_count = units.len();
+    let binaries_count = {
+        let mut ids: Vec<&BinaryId> = units.iter().map(|u| &u.binary.id).collect();
+        ids.dedup();
+        ids.len()
+    };
     let (sender, receiver) = mpsc::channel();
+    let start_width = hooks.width(plan.width);
+    let width = start_width.width.clamp(1, plan.width.max(1));
     let mut runner = Runner {
         plan,
         caps,
@@ -152,12 +232,18 @@ pub fn run(
         results: Vec::new(),
         measurements: Measurements::default(),
         failed: false,
+        failing_seen: false,
         interrupted: None,
         loop_started: Instant::now(),
+        degrade_width: width,
+        width,
+        emfile: EmfileAdapter::new(plan.width as usize),
+        width_check_due: false,
+        peaks: Vec::new(),
     };
     runner.emit(RunEvent::RunStarted {
         profile: plan.profile.clone(),
-        width: plan.width,
+        width,
         rayon_threads: plan.rayon_threads,
         seed: plan.seed,
         deterministic: plan.deterministic,
@@ -166,12 +252,62 @@ pub fn run(
         tests: total_tests,
         at: SystemTime::now(),
     });
+    for message in starting_notices {
+        runner.emit(RunEvent::Notice { message });
+    }
+    while let Some(message) = runner.hooks.notice() {
+        runner.emit(RunEvent::Notice { message });
+    }
+    if let Some(message) = start_width.notice {
+        runner.emit(RunEvent::Notice { message });
+    }
+    if let Some(partition) = &plan.partition {
+        runner.emit(RunEvent::Notice {
+            message: format!(
+                "partition {partition}: running {} of {} tests; the other {} belong to other partitions and are not counted",
+                partitioned.kept,
+                partitioned.kept + partitioned.left,
+                partitioned.left
+            ),
+        });
+    }
     runner.report_list_errors();
     runner.run_loop()?;
     Ok(runner.finish(run_started.elapsed()))
 }
 
-/// One test binary of the run.
+/// Tests kept and left out by `--partition`.
+#[derive(Debug, Default)]
+struct PartitionCount {
+    kept: usize,
+    left: usize,
+}
+
+/// The tests of `listing` in `partition`, and how many were left out.
+fn partition_listing(
+    listing: &Listing,
+    binary: &BinaryId,
+    partition: &crate::plan::Partition,
+) -> (Listing, usize) {
+    let mut kept = listing.clone();
+    kept.tests
+        .retain(|test| partition.contains(binary, &test.name));
+    let left = listing.tests.len() - kept.tests.len();
+    (kept, left)
+}
+
+/// `listing` restricted to `names`.
+fn subset(listing: &Listing, names: &[String]) -> Listing {
+    let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
+    let mut subset = listing.clone();
+    subset
+        .tests
+        .retain(|test| wanted.contains(test.name.as_str()));
+    subset
+}
+
+/// One run of a test binary: the whole binary (as `cargo test` runs it), or the tests the
+/// runner selected by name (a partition's chunk, an EMFILE rerun).
 struct Unit {
     binary: TestBinary,
     listing: Listing,
@@ -183,6 +319,40 @@ struct Unit {
     /// When it was first found unable to start because a group was busy.
     first_blocked: Option<Instant>,
     state: State,
+    /// The tests to run by exact name, instead of the run's filter and arguments.
+    selection: Option<Vec<String>>,
+    /// An EMFILE rerun: its results are final.
+    rerun: bool,
+    /// Failed tests whose output says "Too many open files", held back until the binary is
+    /// done (they may be rerun, and then only the second result counts).
+    deferred: Vec<TestResult>,
+}
+
+impl Unit {
+    fn new(
+        binary: TestBinary,
+        listing: Listing,
+        list_error: Option<String>,
+        claimed: Vec<String>,
+        events_path: PathBuf,
+        selection: Option<Vec<String>>,
+        test_args: &[String],
+    ) -> Unit {
+        let runnable = schedule::runnable(&listing.tests, test_args).len();
+        Unit {
+            binary,
+            listing,
+            list_error,
+            claimed,
+            events_path,
+            runnable,
+            first_blocked: None,
+            state: State::Pending,
+            selection,
+            rerun: false,
+            deferred: Vec::new(),
+        }
+    }
 }
 
 enum State {
@@ -201,6 +371,8 @@ struct Running {
     started: Instant,
     started_us: u64,
     deadline: Option<Instant>,
+    /// The run's width when it started.
+    run_width: u32,
     /// When SIGTERM was sent (timeout, Ctrl-C, watchdog).
     term_sent: Option<Instant>,
     kill_sent: bool,
@@ -239,10 +411,22 @@ struct Runner<'a> {
     results: Vec<TestResult>,
     measurements: Measurements,
     failed: bool,
+    /// A test was seen failing (its result may come later): enough for `--fail-fast`.
+    failing_seen: bool,
     /// The signal that interrupted the run.
     interrupted: Option<i32>,
     /// When the first binary could start.
     loop_started: Instant,
+    /// The width the degrade decisions allow.
+    degrade_width: u32,
+    /// The width in force: the lowest of `degrade_width` and the EMFILE adapter's.
+    width: u32,
+    /// Lowers the width after "Too many open files" and decides reruns.
+    emfile: EmfileAdapter,
+    /// A binary ended since the width was last decided.
+    width_check_due: bool,
+    /// Peak RSS per binary, in the order they finished.
+    peaks: Vec<(String, u64)>,
 }
 
 impl Runner<'_> {
@@ -300,7 +484,23 @@ impl Runner<'_> {
     }
 
     fn stopping(&self) -> bool {
-        self.interrupted.is_some() || (self.plan.fail_fast && self.failed)
+        self.interrupted.is_some() || (self.plan.fail_fast && (self.failed || self.failing_seen))
+    }
+
+    /// Asks the hooks for the width (between binaries) and applies the EMFILE adapter's.
+    fn decide_width(&mut self) {
+        self.width_check_due = false;
+        let decision = self.hooks.width(self.plan.width);
+        self.degrade_width = decision.width.clamp(1, self.plan.width.max(1));
+        if let Some(message) = decision.notice {
+            self.emit(RunEvent::Notice { message });
+        }
+        self.apply_width();
+    }
+
+    fn apply_width(&mut self) {
+        let emfile = u32::try_from(self.emfile.width()).unwrap_or(u32::MAX);
+        self.width = self.degrade_width.min(emfile).max(1);
     }
 
     fn run_loop(&mut self) -> Result<()> {
@@ -308,7 +508,10 @@ impl Runner<'_> {
         loop {
             self.handle_signals();
             if !self.stopping() {
-                if let Some(message) = self.hooks.notice() {
+                if self.width_check_due && self.pending().next().is_some() {
+                    self.decide_width();
+                }
+                while let Some(message) = self.hooks.notice() {
                     self.emit(RunEvent::Notice { message });
                 }
                 self.start_ready()?;
@@ -365,7 +568,7 @@ impl Runner<'_> {
 
     /// The width the running binaries use or may soon use.
     fn estimated_usage(&self) -> u32 {
-        let width = self.plan.width;
+        let width = self.width;
         let mut used = 0u32;
         for unit in &self.units {
             let State::Running(running) = &unit.state else {
@@ -393,15 +596,19 @@ impl Runner<'_> {
             .filter(|(name, _)| !running.tail.ended.contains(*name))
             .map(|(_, width)| *width)
             .sum();
-        schedule::harness_demand(&not_started, running_width, self.plan.width, |group| {
-            self.caps.group(group).max
-        })
+        schedule::harness_demand(
+            &not_started,
+            running_width,
+            running.run_width.min(self.width),
+            |group| self.caps.group(group).max,
+            self.caps.mem_budget(),
+        )
     }
 
     /// Starts every pending binary whose resources are free, in order, while the width is
     /// not all in use.
     fn start_ready(&mut self) -> Result<()> {
-        let width = self.plan.width;
+        let width = self.width;
         let mut used = self.estimated_usage();
         let candidates: Vec<usize> = self.pending().collect();
         for index in candidates {
@@ -543,6 +750,12 @@ impl Runner<'_> {
             vars::EVENTS.to_string(),
             unit.events_path.display().to_string(),
         )];
+        if self.width < self.plan.width {
+            // A lowered width: harness binaries take only the first slots; plain ones hold
+            // their own anyway.
+            extra.push((vars::TEST_THREADS.to_string(), self.width.to_string()));
+            extra.push(("RUST_TEST_THREADS".to_string(), self.width.to_string()));
+        }
         if width_held > 0 {
             extra.push((vars::WIDTH_HELD.to_string(), width_held.to_string()));
             extra.push(("RUST_TEST_THREADS".to_string(), width_held.to_string()));
@@ -579,8 +792,15 @@ impl Runner<'_> {
         if width_held > 0 {
             command.args(["--test-threads", &width_held.to_string()]);
         }
-        command.args(self.plan.filter.as_deref());
-        command.args(&self.plan.test_args);
+        match &unit.selection {
+            Some(names) => {
+                command.args(schedule::selection_args(&self.plan.test_args, names));
+            }
+            None => {
+                command.args(self.plan.filter.as_deref());
+                command.args(&self.plan.test_args);
+            }
+        }
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -618,7 +838,7 @@ impl Runner<'_> {
             }
         }
         let threads = if unit.listing.harness {
-            self.plan.width as usize
+            self.width as usize
         } else {
             width_held as usize
         };
@@ -635,6 +855,7 @@ impl Runner<'_> {
             started,
             started_us: now_us(),
             deadline: self.plan.timeout.map(|t| started + t),
+            run_width: self.width,
             term_sent: None,
             kill_sent: false,
             killed: None,
@@ -644,6 +865,7 @@ impl Runner<'_> {
             status: None,
             exited_at: None,
         }));
+        self.hooks.spawned(&binary, pid);
         self.emit(RunEvent::BinaryStarted {
             binary,
             pid,
@@ -688,8 +910,14 @@ impl Runner<'_> {
                     binary: binary.clone(),
                     name,
                 }),
-                OutputEvent::Finished(result) => self.finish_test(result),
-                OutputEvent::Failing { .. } => self.failed = true,
+                OutputEvent::Finished(result) => {
+                    if self.defers(unit, &result) {
+                        self.units[unit].deferred.push(result);
+                    } else {
+                        self.finish_test(result);
+                    }
+                }
+                OutputEvent::Failing { .. } => self.failing_seen = true,
                 OutputEvent::Slow { name } => self.emit(RunEvent::Notice {
                     message: format!("{binary} {name} has been running for over 60 seconds"),
                 }),
@@ -756,6 +984,13 @@ impl Runner<'_> {
         }
     }
 
+    /// Whether a finished result is held back as a possible EMFILE rerun.
+    fn defers(&self, unit: usize, result: &TestResult) -> bool {
+        !self.units[unit].rerun
+            && result.status == TestStatus::Failed
+            && looks_like_emfile(&result.output)
+    }
+
     fn finish_binary(&mut self, index: usize) {
         self.read_events(index);
         let State::Running(running) = std::mem::replace(&mut self.units[index].state, State::Done)
@@ -768,6 +1003,7 @@ impl Runner<'_> {
             width_held,
             started,
             started_us,
+            run_width,
             killed,
             parser,
             tail,
@@ -775,18 +1011,29 @@ impl Runner<'_> {
             ..
         } = *running;
         let end_us = now_us();
-        let unit = &self.units[index];
-        let binary = unit.binary.id.clone();
-        let harness = unit.listing.harness;
-        let claimed = unit.claimed.clone();
+        let binary = self.units[index].binary.id.clone();
+        let harness = self.units[index].listing.harness;
+        let claimed = self.units[index].claimed.clone();
         use std::os::unix::process::ExitStatusExt;
+        let signal = status.and_then(|s| s.signal());
+        let memory = self.hooks.ended(&binary, pid, signal, killed.as_ref());
+        let killed = memory.killed.or(killed);
         let end = BinaryEnd {
             exit_code: status.and_then(|s| s.code()),
-            signal: status.and_then(|s| s.signal()),
+            signal,
             killed: killed.clone(),
         };
         let parsed = parser.finish(&end);
+        let mut remaining = Vec::new();
         for result in parsed.remaining {
+            if self.defers(index, &result) {
+                self.units[index].deferred.push(result);
+            } else {
+                remaining.push(result);
+            }
+        }
+        let remaining = self.adapt_to_emfile(index, run_width, remaining, &parsed.stray_output);
+        for result in remaining {
             self.finish_test(result);
         }
         // A binary that exits non-zero while every test passed still fails the run.
@@ -811,17 +1058,120 @@ impl Runner<'_> {
             self.measurements.add_binary(group, started_us, end_us, 1);
         }
         self.measurements.add_events(&tail.events, harness, end_us);
-        let peak_rss = self.hooks.peak_rss(&binary, pid);
+        if let Some(peak) = memory.peak_rss {
+            self.peaks.push((binary.to_string(), peak));
+        }
+        let running_tests: Vec<String> = parsed
+            .all
+            .iter()
+            .filter(|r| matches!(r.status, TestStatus::KilledForMemory { .. }))
+            .map(|r| r.name.clone())
+            .collect();
         drop(guard);
+        self.width_check_due = true;
         self.emit(RunEvent::BinaryFinished {
             binary,
             exit_code: end.exit_code,
             signal: end.signal,
-            killed_because: killed.as_ref().map(describe_kill),
+            killed_because: killed
+                .as_ref()
+                .map(|k| describe_kill_while(k, &running_tests)),
             duration: started.elapsed(),
-            peak_rss,
+            peak_rss: memory.peak_rss,
             stray_output: parsed.stray_output,
         });
+    }
+
+    /// The EMFILE policy for a finished unit: asks the adapter about its failed tests that
+    /// ran out of file descriptors (held back in `deferred`, or for a binary that died of it
+    /// without naming a test, its unfinished ones among `remaining`), reports what it decided,
+    /// lowers the width, and queues the rerun. Returns the results still to report.
+    fn adapt_to_emfile(
+        &mut self,
+        index: usize,
+        run_width: u32,
+        mut remaining: Vec<TestResult>,
+        stray_output: &str,
+    ) -> Vec<TestResult> {
+        let deferred = std::mem::take(&mut self.units[index].deferred);
+        let unit = &self.units[index];
+        // A rerun's EMFILE failures are final, but they still lower the width.
+        let emfile_failures: Vec<&TestResult> = if unit.rerun {
+            self.results
+                .iter()
+                .chain(&remaining)
+                .filter(|r| {
+                    r.binary == unit.binary.id
+                        && r.status.is_failure()
+                        && looks_like_emfile(&r.output)
+                        && unit
+                            .selection
+                            .as_ref()
+                            .is_some_and(|names| names.contains(&r.name))
+                })
+                .collect()
+        } else {
+            deferred.iter().collect()
+        };
+        let crashed_of_emfile = emfile_failures.is_empty()
+            && remaining.iter().any(|r| r.status.is_failure())
+            && looks_like_emfile(stray_output);
+        if emfile_failures.is_empty() && !crashed_of_emfile {
+            remaining.extend(deferred);
+            return remaining;
+        }
+        let failed: Vec<FailedTest<'_>> = emfile_failures
+            .iter()
+            .map(|r| FailedTest {
+                name: &r.name,
+                output: &r.output,
+            })
+            .collect();
+        let name = unit.binary.id.to_string();
+        let adaptation =
+            self.emfile
+                .on_binary_finished(&name, run_width as usize, &failed, stray_output);
+        let mut rerun: Vec<String> = match adaptation.rerun {
+            Rerun::Nothing => Vec::new(),
+            Rerun::Tests(names) => names,
+            Rerun::WholeBinary if unit.rerun => Vec::new(),
+            Rerun::WholeBinary => remaining
+                .iter()
+                .filter(|r| r.status.is_failure())
+                .map(|r| r.name.clone())
+                .collect(),
+        };
+        // Only tests the listing knows can be selected by name; the others keep their
+        // first result.
+        let listing = subset(&unit.listing, &rerun);
+        rerun.retain(|name| listing.tests.iter().any(|t| &t.name == name));
+        if let Some(message) = adaptation.message {
+            self.emit(RunEvent::Notice { message });
+        }
+        self.apply_width();
+        let out: Vec<TestResult> = remaining
+            .into_iter()
+            .chain(deferred)
+            .filter(|r| !rerun.contains(&r.name))
+            .collect();
+        if !rerun.is_empty() {
+            let unit = &self.units[index];
+            let mut rerun_unit = Unit::new(
+                unit.binary.clone(),
+                listing,
+                None,
+                unit.claimed.clone(),
+                self.run_dir
+                    .events_file(self.units.len(), &unit.binary.id.target),
+                Some(rerun),
+                &self.plan.test_args,
+            );
+            rerun_unit.rerun = true;
+            let new_index = self.units.len();
+            self.units.push(rerun_unit);
+            self.order.insert(0, new_index);
+        }
+        out
     }
 
     /// Tests of binaries that never started, when the run stops early.
@@ -858,6 +1208,7 @@ impl Runner<'_> {
     fn finish(mut self, duration: Duration) -> RunSummary {
         let mut summary = self.measurements.summarize(&self.results, duration);
         summary.junit_path = self.plan.output.junit.clone();
+        summary.binary_peak_rss = std::mem::take(&mut self.peaks);
         let failed = self.failed || self.results.iter().any(|r| r.status.is_failure());
         summary.exit_code = if self.interrupted.is_some() {
             EXIT_INTERRUPTED
@@ -877,23 +1228,42 @@ pub const LISTING: &str = "(listing)";
 /// The name given to a binary that failed outside any test.
 pub const BINARY: &str = "(binary)";
 
-/// `timed out after 5s`, …
+/// [`describe_kill`], naming the tests that were running for a memory kill:
+/// `killed: memory cap 300 MiB exceeded (peak 2.1 GiB) while running big::alloc`.
+pub fn describe_kill_while(reason: &KillReason, running: &[String]) -> String {
+    let text = describe_kill(reason);
+    if matches!(reason, KillReason::Memory { .. }) && !running.is_empty() {
+        format!("{text} while running {}", running.join(", "))
+    } else {
+        text
+    }
+}
+
+/// `timed out after 5s`, `killed: memory cap 300 MiB exceeded (peak 2.1 GiB)`, …
 pub fn describe_kill(reason: &KillReason) -> String {
     match reason {
         KillReason::Timeout { after } => format!("timed out after {}", short_duration(*after)),
         KillReason::Memory {
             limit: Some(limit),
             peak,
-            ..
+            by_watchdog: true,
+        } => crate::watchdog::MemoryVerdict::CapExceeded {
+            limit: *limit,
+            peak: *peak,
+        }
+        .to_string(),
+        KillReason::Memory {
+            limit: Some(limit),
+            peak,
+            by_watchdog: false,
         } => format!(
-            "its process tree used {} (cap {})",
-            capped_test::units::format_size(*peak),
-            capped_test::units::format_size(*limit)
-        ),
-        KillReason::Memory { peak, .. } => format!(
-            "killed for memory at {}",
+            "killed by the kernel at the cgroup's memory.max of {} (peak {})",
+            capped_test::units::format_size(*limit),
             capped_test::units::format_size(*peak)
         ),
+        KillReason::Memory {
+            limit: None, peak, ..
+        } => crate::watchdog::MemoryVerdict::LikelyOomKill { peak: *peak }.to_string(),
         KillReason::Interrupted => "the run was interrupted".to_string(),
         KillReason::Other(text) => text.clone(),
     }
@@ -1058,6 +1428,72 @@ mod tests {
         assert!(tail.ended.contains("a"));
         assert!(tail.read().is_empty());
         assert_eq!(tail.events.len(), 2);
+    }
+
+    fn listing(names: &[&str]) -> Listing {
+        Listing {
+            tests: names
+                .iter()
+                .map(|name| ListedTest {
+                    name: name.to_string(),
+                    groups: Vec::new(),
+                    threads: 1,
+                    mem: None,
+                    timeout_ms: None,
+                    ignored: false,
+                })
+                .collect(),
+            ..Listing::default()
+        }
+    }
+
+    #[test]
+    fn partitions_and_subsets_of_a_listing() {
+        let all = listing(&["a", "b", "c", "d", "e", "f"]);
+        let binary = BinaryId {
+            package: "p".into(),
+            target: "t".into(),
+            kind: "test".into(),
+        };
+        let mut kept_names = Vec::new();
+        for index in 1..=3 {
+            let partition = crate::plan::Partition { index, count: 3 };
+            let (kept, left) = partition_listing(&all, &binary, &partition);
+            assert_eq!(kept.tests.len() + left, 6);
+            kept_names.extend(kept.tests.into_iter().map(|t| t.name));
+        }
+        kept_names.sort();
+        assert_eq!(kept_names, ["a", "b", "c", "d", "e", "f"]);
+        let some = subset(&all, &["c".to_string(), "a".to_string(), "zz".to_string()]);
+        let names: Vec<&str> = some.tests.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"], "listing order, unknown names dropped");
+    }
+
+    #[test]
+    fn memory_kills_name_the_cap_and_the_running_tests() {
+        let cap = KillReason::Memory {
+            limit: Some(300 << 20),
+            peak: 2 << 30,
+            by_watchdog: true,
+        };
+        assert_eq!(
+            describe_kill_while(&cap, &["big::alloc".into()]),
+            "killed: memory cap 300 MiB exceeded (peak 2 GiB) while running big::alloc"
+        );
+        let oom = KillReason::Memory {
+            limit: None,
+            peak: 1 << 30,
+            by_watchdog: false,
+        };
+        let text = describe_kill_while(&oom, &[]);
+        assert!(text.contains("likely the kernel's OOM killer"), "{text}");
+        let timeout = KillReason::Timeout {
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(
+            describe_kill_while(&timeout, &["a".into()]),
+            "timed out after 1s"
+        );
     }
 
     #[test]

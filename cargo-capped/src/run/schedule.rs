@@ -25,6 +25,12 @@
 //!   slots)` (at least 1), trying smaller `k` when harness tests hold some slots.
 //!   A binary whose group is busy is passed over, not waited on, so other binaries fill the
 //!   width meanwhile.
+//! * Memory: a harness binary's tests that reserve memory (`mem = ".."`) count towards its
+//!   demand only as many as fit the run's memory budget side by side.
+//! * Selections: when the runner picks tests by name itself (`--partition`, an EMFILE rerun)
+//!   it runs the binary with `--exact NAME…` ([`selection_args`]), in chunks of at most
+//!   [`SELECTION_CHUNK_BYTES`] of names ([`chunk_names`]), so no command line gets near the
+//!   kernel's limits however many tests a binary has.
 
 use std::collections::BTreeMap;
 
@@ -97,17 +103,34 @@ pub fn runnable<'a>(tests: &'a [ListedTest], test_args: &[String]) -> Vec<&'a Li
 
 /// How many width slots a harness binary can use at once from now on: those its running
 /// tests hold, plus what its tests not yet started could use side by side (tests without
-/// groups add their threads; tests of a group add at most the group's `max`), capped by the
+/// groups add their threads; tests of a group add at most the group's `max`; tests that
+/// reserve memory only as many as fit `mem_budget` together, smallest first), capped by the
 /// width.
 pub fn harness_demand(
     not_started: &[&ListedTest],
     running_width: u32,
     width: u32,
     group_max: impl Fn(&str) -> u32,
+    mem_budget: Option<u64>,
 ) -> u32 {
     let mut light: u32 = 0;
     let mut per_group: BTreeMap<&str, u32> = BTreeMap::new();
-    for test in not_started {
+    let (mut reserving, mut counted): (Vec<&ListedTest>, Vec<&ListedTest>) = not_started
+        .iter()
+        .copied()
+        .partition(|t| t.mem.is_some_and(|m| m > 0) && mem_budget.is_some());
+    if let Some(budget) = mem_budget {
+        reserving.sort_by_key(|t| t.mem.unwrap_or(0));
+        let mut reserved = 0u64;
+        for test in reserving {
+            reserved = reserved.saturating_add(test.mem.unwrap_or(0));
+            if reserved > budget {
+                break;
+            }
+            counted.push(test);
+        }
+    }
+    for test in counted {
         let threads = test.threads.clamp(1, width);
         match test.groups.first() {
             None => light = light.saturating_add(threads),
@@ -122,6 +145,79 @@ pub fn harness_demand(
         .saturating_add(light)
         .saturating_add(grouped)
         .min(width)
+}
+
+/// libtest options whose value may come as the next argument.
+const VALUE_OPTIONS: [&str; 7] = [
+    "--skip",
+    "--logfile",
+    "--test-threads",
+    "--format",
+    "--color",
+    "-Z",
+    "--shuffle-seed",
+];
+
+/// The most bytes of test names one selecting command line carries (a chunk); far below
+/// Linux's 128 KiB per argument and 2 MiB in all.
+pub const SELECTION_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The arguments that run exactly `names` of a binary: `--exact`, the run's flags from after
+/// `--` except those that select (`--exact`, `--skip` and positional filters: the listing
+/// the names come from already applied them, and libtest would OR extra filters in), then
+/// the names.
+pub fn selection_args(test_args: &[String], names: &[String]) -> Vec<String> {
+    let mut out = vec!["--exact".to_string()];
+    let mut args = test_args.iter();
+    while let Some(arg) = args.next() {
+        let (option, inline_value) = match arg.split_once('=') {
+            Some((option, _)) if arg.starts_with('-') => (option, true),
+            _ => (arg.as_str(), false),
+        };
+        if option == "--exact" {
+            continue;
+        }
+        if option == "--skip" {
+            if !inline_value {
+                args.next();
+            }
+            continue;
+        }
+        if VALUE_OPTIONS.contains(&option) {
+            out.push(arg.clone());
+            if !inline_value && let Some(value) = args.next() {
+                out.push(value.clone());
+            }
+            continue;
+        }
+        if arg.starts_with('-') {
+            out.push(arg.clone());
+        }
+        // A positional filter: dropped.
+    }
+    out.extend(names.iter().cloned());
+    out
+}
+
+/// `names` split into chunks of at most `max_bytes` of names each (a name longer than that
+/// gets a chunk of its own), in order; no empty chunk.
+pub fn chunk_names(names: Vec<String>, max_bytes: usize) -> Vec<Vec<String>> {
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut bytes = 0;
+    for name in names {
+        let size = name.len() + 1;
+        match chunks.last_mut() {
+            Some(chunk) if bytes + size <= max_bytes => {
+                bytes += size;
+                chunk.push(name);
+            }
+            _ => {
+                bytes = size;
+                chunks.push(vec![name]);
+            }
+        }
+    }
+    chunks
 }
 
 #[cfg(test)]
@@ -200,20 +296,101 @@ mod tests {
             test("g3", &["gpu"], 1),
         ];
         let refs: Vec<&ListedTest> = gpu.iter().collect();
-        assert_eq!(harness_demand(&refs, 0, 4, |_| 1), 1, "gpu serializes");
-        assert_eq!(harness_demand(&refs, 0, 4, |_| 2), 2);
+        assert_eq!(
+            harness_demand(&refs, 0, 4, |_| 1, None),
+            1,
+            "gpu serializes"
+        );
+        assert_eq!(harness_demand(&refs, 0, 4, |_| 2, None), 2);
         let light = [test("a", &[], 1), test("b", &[], 1)];
         let mut mixed: Vec<&ListedTest> = light.iter().collect();
         mixed.extend(gpu.iter());
-        assert_eq!(harness_demand(&mixed, 0, 8, |_| 1), 3);
+        assert_eq!(harness_demand(&mixed, 0, 8, |_| 1, None), 3);
         assert_eq!(
-            harness_demand(&mixed, 0, 2, |_| 1),
+            harness_demand(&mixed, 0, 2, |_| 1, None),
             2,
             "capped by the width"
         );
-        assert_eq!(harness_demand(&[], 1, 2, |_| 1), 1, "running tests count");
+        assert_eq!(
+            harness_demand(&[], 1, 2, |_| 1, None),
+            1,
+            "running tests count"
+        );
         let wide = [test("w", &[], 8)];
         let refs: Vec<&ListedTest> = wide.iter().collect();
-        assert_eq!(harness_demand(&refs, 0, 2, |_| 1), 2);
+        assert_eq!(harness_demand(&refs, 0, 2, |_| 1, None), 2);
+    }
+
+    #[test]
+    fn memory_reservations_count_as_far_as_they_fit() {
+        let mib = 1u64 << 20;
+        let mut tests = [
+            test("a", &[], 1),
+            test("b", &[], 1),
+            test("c", &[], 1),
+            test("d", &[], 1),
+        ];
+        for (test, mem) in tests.iter_mut().zip([600, 600, 300, 0]) {
+            test.mem = (mem > 0).then_some(mem * mib);
+        }
+        let refs: Vec<&ListedTest> = tests.iter().collect();
+        // 300 + 600 fit 1 GiB, the second 600 does not; `d` reserves nothing.
+        assert_eq!(harness_demand(&refs, 0, 8, |_| 1, Some(1024 * mib)), 3);
+        assert_eq!(harness_demand(&refs, 0, 8, |_| 1, Some(100 * mib)), 1);
+        assert_eq!(
+            harness_demand(&refs, 0, 8, |_| 1, None),
+            4,
+            "no budget: all"
+        );
+    }
+
+    #[test]
+    fn selections_run_exactly_the_names_with_the_runs_flags() {
+        let args: Vec<String> = [
+            "--exact",
+            "needle",
+            "--skip",
+            "slow",
+            "--skip=other",
+            "--nocapture",
+            "--include-ignored",
+            "--color",
+            "never",
+            "--show-output",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let names = vec!["m::a".to_string(), "m::b".to_string()];
+        assert_eq!(
+            selection_args(&args, &names),
+            [
+                "--exact",
+                "--nocapture",
+                "--include-ignored",
+                "--color",
+                "never",
+                "--show-output",
+                "m::a",
+                "m::b"
+            ]
+        );
+        assert_eq!(selection_args(&[], &names), ["--exact", "m::a", "m::b"]);
+    }
+
+    #[test]
+    fn names_are_chunked_by_bytes() {
+        let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        let chunks = chunk_names(names.clone(), 9);
+        assert_eq!(chunks.len(), 4, "{chunks:?}");
+        assert_eq!(chunks.concat(), names, "in order, nothing lost");
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.iter().map(|n| n.len() + 1).sum::<usize>() <= 9)
+        );
+        assert_eq!(chunk_names(names.clone(), SELECTION_CHUNK_BYTES).len(), 1);
+        assert_eq!(chunk_names(vec!["a-very-long-name".into()], 4).len(), 1);
+        assert!(chunk_names(Vec::new(), 10).is_empty());
     }
 }

@@ -165,6 +165,7 @@ impl Measurements {
             groups,
             peak_concurrency: self.peak(capped_test::resource::WIDTH),
             runner_peak_rss: runner_peak_rss(),
+            binary_peak_rss: Vec::new(),
             junit_path: None,
             exit_code: 0,
         }

@@ -1,9 +1,8 @@
 //! Benchmarks of the watchdog, for `cargo xtask bench`: its CPU overhead while trees are
 //! watched, and the time from crossing a cap to the kill.
 //!
-//! `cargo-capped` is a binary crate, so xtask cannot call these directly; the proposed
-//! entry is a hidden subcommand `cargo capped __bench watchdog` (or `CAPPED_BENCH=watchdog`)
-//! that prints [`bench_json`] as one JSON object.
+//! `cargo-capped` is a binary crate, so xtask cannot call these directly: the hidden
+//! subcommand `cargo capped __bench watchdog` (`crate::bench`) prints their rows.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{DEFAULT_INTERVAL, Watchdog};
+#[cfg(test)]
+use super::DEFAULT_INTERVAL;
+use super::Watchdog;
 use crate::host::process_tree::{Signal, kill_process_group};
 
 /// The watchdog's cost while it watches `trees` idle process trees.
@@ -177,7 +178,9 @@ pub fn bench_kill_latency(limit: u64, interval: Duration) -> std::io::Result<Kil
 
 /// Both benchmarks at the default interval (overhead with 1, 4 and 16 trees over 3 s each,
 /// scanning `/proc` every tick and every [`super::DEFAULT_RESCAN_EVERY`] ticks; kill
-/// latency under a 300 MiB cap), as one JSON object.
+/// latency under a 300 MiB cap), as one JSON object. (`cargo xtask bench` takes the
+/// lighter rows of `cargo capped __bench watchdog` instead.)
+#[cfg(test)]
 pub fn bench_json() -> String {
     let overhead: Vec<_> = [(1, 1), (4, 1), (16, 1), (1, 4), (4, 4), (16, 4)]
         .into_iter()

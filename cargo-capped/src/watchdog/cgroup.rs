@@ -73,11 +73,12 @@ fn write_file(path: &Path, text: &str) -> io::Result<()> {
 impl CgroupLimiter {
     /// Detects a delegated cgroup v2 whose memory controller is already enabled for
     /// children. Reads only; see [`CgroupLimiter::detect_and_enable`] for the rest.
+    #[cfg(test)]
     pub fn detect(host: &HostRoot) -> Result<CgroupLimiter, Skip> {
         Self::detect_inner(host, false)
     }
 
-    /// Like [`CgroupLimiter::detect`], and when the memory controller is available but not
+    /// Like `CgroupLimiter::detect` (which only reads), and when the memory controller is available but not
     /// yet enabled for children, enables it by moving this process into a leaf
     /// `capped-runner-<pid>` first (rolled back on failure). This changes this process's
     /// cgroup: call it once, from the runner, only when a memory cap is asked for.
@@ -187,6 +188,7 @@ impl CgroupLimiter {
 
 impl ChildCgroup {
     /// The cgroup's directory.
+    #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
     }

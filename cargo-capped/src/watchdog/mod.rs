@@ -21,36 +21,25 @@
 //! # }
 //! ```
 //!
-//! # Wiring (run loop)
+//! # In the run loop
 //!
-//! The runner's `run::RunHooks` already has the two places (a hooks struct owns a
-//! [`RunWatches`]):
+//! `run::host_safety::HostSafety` owns one [`RunWatches`] per run (always: peak RSS per
+//! binary is in every summary; with `--mem-limit` / `mem-limit` it also enforces the cap):
 //!
-//! 1. Per run, when the plan has a memory cap (`--mem-limit SIZE` / `mem-limit` in the
-//!    profile) — or always, to report peak RSS per binary:
-//!    `RunWatches::new(Watchdog::start(DEFAULT_INTERVAL)?, plan.mem_limit)`. Dropping it at
-//!    the end of the run joins the thread.
-//! 2. `RunHooks::watch(binary, pid)` (every runner tick, per running binary):
-//!    `watches.poll(pid).map(|kill| KillReason::Memory { limit: Some(kill.limit), peak:
-//!    kill.peak, by_watchdog: true })`. The watchdog has already SIGKILLed the tree by then
-//!    (no grace period: a tree past its memory cap must stop now); the runner's own
-//!    SIGTERM to the dead group is harmless.
-//! 3. `RunHooks::peak_rss(binary, pid)` (after the binary was reaped):
-//!    `watches.finish(pid)`, giving `peak_rss` for the summary. Also classify the end there
-//!    (or pass the report back): when the runner did not kill the binary itself (timeout,
-//!    Ctrl-C), `classify_exit(end.signal, &report)`: `CapExceeded` (the kill raced the
-//!    runner's last `watch` tick) or `LikelyOomKill` become `KillReason::Memory { limit,
-//!    peak, by_watchdog }`, and [`MemoryVerdict::describe`] gives the report line naming
-//!    the binary and the tests that were running (those started and not finished; mark them
-//!    killed for memory).
-//! 4. Optional hard limit: [`cgroup::CgroupLimiter::detect`] once per run (or
-//!    `detect_and_enable` when a cap is asked for); if it works, `limiter.create(name,
-//!    limit)` per binary and `child_cgroup.add(pid)` right after spawn; keep the
-//!    [`cgroup::ChildCgroup`] with the running binary and check `oom_kills()` at its end.
-//!    When unavailable, print the [`cgroup::Skip`] reason once with `-v`.
+//! 1. right after a binary is spawned, `poll(pid)` starts watching its tree;
+//! 2. every runner tick, `poll(pid)` returns the [`Kill`] once the watchdog has SIGKILLed the
+//!    tree (no grace period: a tree past its cap must stop now), which the runner records as
+//!    `KillReason::Memory { by_watchdog: true, .. }`;
+//! 3. after the binary is reaped, `finish(pid)` gives its peak RSS, and when the runner did
+//!    not kill it itself, [`classify_exit`] turns a kill after the runner's last look into
+//!    `CapExceeded` and a SIGKILL nobody here sent into `LikelyOomKill`; the report line
+//!    names the binary and the tests that were running;
+//! 4. with a cap and a delegated cgroup v2 ([`cgroup::CgroupLimiter::detect_and_enable`]),
+//!    each binary also gets a child cgroup with `memory.max`, whose `oom_kill` count is read
+//!    at its end; otherwise `-v` prints the [`cgroup::Skip`] reason once.
 //!
-//! The numbers for `cargo xtask bench` come from [`bench::bench_overhead`] and
-//! [`bench::bench_kill_latency`].
+//! The numbers for `cargo xtask bench` (`cargo capped __bench watchdog`) come from
+//! [`bench::bench_overhead`] and [`bench::bench_kill_latency`].
 
 pub mod bench;
 pub mod cgroup;
@@ -127,6 +116,7 @@ pub struct MemoryReport {
 
 impl MemoryReport {
     /// `peak RSS 512 MiB` (or `peak RSS not sampled` for a very short binary).
+    #[cfg(test)]
     pub fn summary(&self) -> String {
         if self.samples == 0 {
             "peak RSS not sampled".to_string()
@@ -176,6 +166,7 @@ impl MemoryVerdict {
 
     /// The line for the report, naming the binary and the tests that were running:
     /// ``crossval: killed: memory cap 300 MiB exceeded (peak 2.0 GiB) while running a::big, a::huge``.
+    #[cfg(test)]
     pub fn describe(&self, binary: &str, running_tests: &[String]) -> Option<String> {
         let message = self.message()?;
         Some(if running_tests.is_empty() {
@@ -540,6 +531,7 @@ impl RunWatches {
     }
 
     /// The watchdog, for its [`stats`](Watchdog::stats) and [`cpu_time`](Watchdog::cpu_time).
+    #[cfg(test)]
     pub fn watchdog(&self) -> &Watchdog {
         &self.watchdog
     }

@@ -250,16 +250,27 @@ pub fn processes_mentioning(marker: &str) -> Vec<u32> {
 // ---------------------------------------------------------------------------------------
 
 /// `cargo-capped capped ARGS…` in fixture `name`, as `cargo capped` would start it: a clean
-/// environment, the shared fixtures target dir, short backtraces. Add the subcommand and
-/// its arguments with `.args(..)`.
+/// environment, the shared fixtures target dir, short backtraces, and the host readings of
+/// an idle host ([`host_fixture`]`("idle")`), so a busy test machine does not degrade the
+/// run's width under the tests' feet (set `CAPPED_HOST_ROOT` again to play another host).
+/// Add the subcommand and its arguments with `.args(..)`.
 pub fn capped_in(name: &str) -> Command {
     let mut command = clean_command(cargo_capped(), &fixture(name));
     command
         .arg("capped")
         .env("CARGO", cargo_path())
         .env("CARGO_TARGET_DIR", fixtures_target_dir())
+        .env("CAPPED_HOST_ROOT", host_fixture("idle"))
         .env("RUST_BACKTRACE", "0");
     command
+}
+
+/// A fake host for `CAPPED_HOST_ROOT` (test-only): `/proc` and `/sys` files of an `idle`,
+/// `busy`, `cgroup-v2-limited`… host, from `cargo-capped/tests/fixtures/host/`.
+pub fn host_fixture(name: &str) -> PathBuf {
+    repo_root()
+        .join("cargo-capped/tests/fixtures/host")
+        .join(name)
 }
 
 /// A temp dir for one run: the file fixture tests record into (`RECORD_FILE`) and a lock

@@ -1,0 +1,173 @@
+//! `--partition hash:K/N`: split a run's tests over N machines (or N CI jobs), as nextest's
+//! hash partitioning does.
+//!
+//! A test belongs to partition `K` of `N` when `derive_seed(0, KEY) % N == K − 1`, where `KEY`
+//! is `package/kind/target/test-name` and `derive_seed` is capped-test's stable hash (FNV-1a
+//! with the SplitMix64 finalizer: the same on every Rust version and machine). A test's
+//! partition thus depends only on its own identity: adding a test never moves another one,
+//! and partitions `1/N` … `N/N` together cover every test exactly once.
+
+use std::fmt;
+
+use crate::events::BinaryId;
+
+/// One partition of a run: the `index`-th (1-based) of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    /// Which partition, from 1.
+    pub index: u32,
+    /// How many partitions.
+    pub count: u32,
+}
+
+/// What `--partition` accepts, for error messages.
+pub const PARTITION_FORM: &str = "hash:K/N with 1 ≤ K ≤ N (e.g. hash:1/2)";
+
+impl Partition {
+    /// Parses `hash:K/N`.
+    pub fn parse(text: &str) -> Result<Partition, String> {
+        let bad = |why: &str| format!("`{text}`: {why}; expected {PARTITION_FORM}");
+        let Some((kind, rest)) = text.split_once(':') else {
+            return Err(bad("no partitioning kind"));
+        };
+        if kind != "hash" {
+            return Err(bad(&format!(
+                "unknown partitioning `{kind}` (only `hash` is supported)"
+            )));
+        }
+        let Some((index, count)) = rest.split_once('/') else {
+            return Err(bad("no `/`"));
+        };
+        let number = |part: &str, what: &str| {
+            part.trim()
+                .parse::<u32>()
+                .map_err(|_| bad(&format!("{what} `{part}` is not a positive number")))
+        };
+        let (index, count) = (number(index, "K")?, number(count, "N")?);
+        if count == 0 || index == 0 || index > count {
+            return Err(bad("K must be between 1 and N"));
+        }
+        Ok(Partition { index, count })
+    }
+
+    /// The stable key of a test: `package/kind/target/name`.
+    pub fn key(binary: &BinaryId, test: &str) -> String {
+        format!(
+            "{}/{}/{}/{test}",
+            binary.package, binary.kind, binary.target
+        )
+    }
+
+    /// The partition (1-based) a test belongs to among `count`.
+    pub fn of(binary: &BinaryId, test: &str, count: u32) -> u32 {
+        let hash = capped_test::derive_seed(0, &Self::key(binary, test));
+        (hash % u64::from(count.max(1))) as u32 + 1
+    }
+
+    /// Whether `test` of `binary` belongs to this partition.
+    pub fn contains(&self, binary: &BinaryId, test: &str) -> bool {
+        Self::of(binary, test, self.count) == self.index
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hash:{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Partition {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Partition::parse(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(package: &str, target: &str, kind: &str) -> BinaryId {
+        BinaryId {
+            package: package.into(),
+            target: target.into(),
+            kind: kind.into(),
+        }
+    }
+
+    #[test]
+    fn parses_and_refuses() {
+        assert_eq!(
+            Partition::parse("hash:1/2"),
+            Ok(Partition { index: 1, count: 2 })
+        );
+        assert_eq!(
+            Partition::parse("hash:3/3").unwrap().to_string(),
+            "hash:3/3"
+        );
+        for bad in [
+            "1/2",
+            "count:1/2",
+            "hash:0/2",
+            "hash:3/2",
+            "hash:1/0",
+            "hash:a/2",
+            "hash:1",
+            "hash:",
+            "hash:-1/2",
+        ] {
+            let message = Partition::parse(bad).unwrap_err();
+            assert!(message.contains("hash:K/N"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn partitions_cover_every_test_exactly_once_and_are_stable() {
+        let binaries = [
+            id("a", "a", "lib"),
+            id("a", "it", "test"),
+            id("b", "it", "test"),
+        ];
+        for count in 1..=5 {
+            for binary in &binaries {
+                for n in 0..200 {
+                    let name = format!("tests::case_{n}");
+                    let owners: Vec<u32> = (1..=count)
+                        .filter(|&index| Partition { index, count }.contains(binary, &name))
+                        .collect();
+                    assert_eq!(
+                        owners.len(),
+                        1,
+                        "{binary:?} {name} in {owners:?} of {count}"
+                    );
+                    assert_eq!(owners[0], Partition::of(binary, &name, count));
+                }
+            }
+        }
+        // Fixed values: a test's partition never changes between versions or machines.
+        assert_eq!(
+            Partition::key(&binaries[1], "tests::x"),
+            "a/test/it/tests::x"
+        );
+        let of = |count| -> Vec<u32> {
+            (0..8)
+                .map(|n| Partition::of(&binaries[1], &format!("t{n}"), count))
+                .collect()
+        };
+        assert_eq!(of(2), [2, 1, 2, 2, 1, 2, 2, 2]);
+        assert_eq!(of(3), [1, 3, 3, 2, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn the_split_is_roughly_even() {
+        let binary = id("p", "t", "test");
+        let count = 4;
+        let mut sizes = [0usize; 4];
+        for n in 0..4000 {
+            sizes[Partition::of(&binary, &format!("m::t{n}"), count) as usize - 1] += 1;
+        }
+        for size in sizes {
+            assert!((800..1200).contains(&size), "{sizes:?}");
+        }
+    }
+}
