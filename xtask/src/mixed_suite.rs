@@ -1,97 +1,237 @@
-//! The runner benchmark: a generated mixed suite (several binaries of light tests, one
-//! serialized heavy test each) run by `cargo capped t2`, by `cargo nextest run -j 2` with an
-//! equivalent test group, and by `cargo test -- --test-threads 2` with `serial_test`, all
-//! in one session on one machine, against the lower bound
-//! `max(total work / width, heavy group's work, longest test)`.
+//! The runner benchmark: generated mixed suites run by `cargo capped t2`, by
+//! `cargo nextest run -j 2` with equivalent test groups, and by
+//! `cargo test -- --test-threads 2` with `serial_test`, all in one session on one machine,
+//! against the lower bound `max(total work / width, each group's work, longest test)`.
 //!
-//! The shape is a typical heavy workspace's: many short light tests per binary (40 × 10 ms)
-//! and one heavy test per binary (300 ms) in a serialized group. Tests sleep instead of
-//! burning CPU so the bound is exact and the comparison measures scheduling and per-test
-//! overhead, not the noise of a shared 2-core machine.
+//! Two shapes, because they stress different things:
+//!
+//! * `many-light`: four binaries of 40 light tests (10 ms) and one heavy test (300 ms) each,
+//!   the heavy tests in one serialized group. Every binary keeps both slots busy on its own,
+//!   so sequential binaries (cargo test) lose nothing; per-test overhead decides.
+//! * `heavy-binaries`: two cross-validation binaries of one 400 ms test each, claimed whole
+//!   by a serialized group (`binaries = ["crossval*"]`), beside three binaries of 20 light
+//!   tests (20 ms). Run one binary at a time, a one-test binary leaves a slot idle; filling
+//!   idle slots across binaries decides.
+//!
+//! Tests sleep instead of burning CPU so the bound is exact and the comparison measures
+//! scheduling and overhead, not the noise of a shared 2-core machine.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BINARIES: usize = 4;
-const LIGHT_PER_BINARY: usize = 40;
-const LIGHT_MS: u64 = 10;
-const HEAVY_MS: u64 = 300;
 const WIDTH: u64 = 2;
 const RUNS: usize = 3;
 
-fn lower_bound() -> Duration {
-    let light = (BINARIES * LIGHT_PER_BINARY) as u64 * LIGHT_MS;
-    let heavy = BINARIES as u64 * HEAVY_MS;
-    let by_width = (light + heavy).div_ceil(WIDTH);
-    Duration::from_millis(by_width.max(heavy).max(HEAVY_MS))
+/// One test binary of a generated suite.
+struct BinarySpec {
+    name: &'static str,
+    light: usize,
+    light_ms: u64,
+    /// Heavy tests, in the `bench-heavy` group.
+    heavy: usize,
+    heavy_ms: u64,
+    /// The whole binary belongs to the `crossval` group (its tests are its heavy tests).
+    claimed: bool,
 }
 
-/// Writes the suite's workspace under `dir` (idempotent).
-fn generate(dir: &Path, repo: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir.join("tests"))?;
-    std::fs::create_dir_all(dir.join("src"))?;
-    std::fs::create_dir_all(dir.join(".config"))?;
-    let mut manifest = format!(
-        r#"[package]
-name = "mixed-suite"
-version = "0.1.0"
-edition = "2024"
-publish = false
+/// A suite: its name and binaries.
+struct Shape {
+    name: &'static str,
+    binaries: Vec<BinarySpec>,
+}
 
-[workspace]
-
-[features]
-capped = []
-serial = []
-harness = []
-
-[dev-dependencies]
-capped-test = {{ path = "{}" }}
-serial_test = "3"
-"#,
-        repo.join("capped-test").display()
+fn shapes() -> Vec<Shape> {
+    let many_light = (0..4)
+        .map(|k| BinarySpec {
+            name: ["suite_a", "suite_b", "suite_c", "suite_d"][k],
+            light: 40,
+            light_ms: 10,
+            heavy: 1,
+            heavy_ms: 300,
+            claimed: false,
+        })
+        .collect();
+    let mut heavy_binaries: Vec<BinarySpec> = ["crossval_a", "crossval_b"]
+        .into_iter()
+        .map(|name| BinarySpec {
+            name,
+            light: 0,
+            light_ms: 0,
+            heavy: 1,
+            heavy_ms: 400,
+            claimed: true,
+        })
+        .collect();
+    heavy_binaries.extend(
+        ["unit_a", "unit_b", "unit_c"]
+            .into_iter()
+            .map(|name| BinarySpec {
+                name,
+                light: 20,
+                light_ms: 20,
+                heavy: 0,
+                heavy_ms: 0,
+                claimed: false,
+            }),
     );
-    for k in 0..BINARIES {
-        manifest.push_str(&format!(
-            "\n[[test]]\nname = \"plain_{k}\"\npath = \"tests/plain_{k}.rs\"\n\n[[test]]\nname = \"harness_{k}\"\npath = \"tests/harness_{k}.rs\"\nharness = false\nrequired-features = [\"harness\"]\n"
-        ));
-        let mut plain = String::from("use std::time::Duration;\n\n");
-        let mut harness = String::from("use std::time::Duration;\n\n");
-        for i in 0..LIGHT_PER_BINARY {
-            plain.push_str(&format!(
-                "#[test]\nfn light_{i}() {{ std::thread::sleep(Duration::from_millis({LIGHT_MS})); }}\n\n"
+    vec![
+        Shape {
+            name: "many-light",
+            binaries: many_light,
+        },
+        Shape {
+            name: "heavy-binaries",
+            binaries: heavy_binaries,
+        },
+    ]
+}
+
+impl Shape {
+    fn lower_bound(&self) -> Duration {
+        let work: u64 = self
+            .binaries
+            .iter()
+            .map(|b| b.light as u64 * b.light_ms + b.heavy as u64 * b.heavy_ms)
+            .sum();
+        let group = |claimed: bool| -> u64 {
+            self.binaries
+                .iter()
+                .filter(|b| b.claimed == claimed)
+                .map(|b| b.heavy as u64 * b.heavy_ms)
+                .sum()
+        };
+        let longest = self
+            .binaries
+            .iter()
+            .map(|b| b.heavy_ms.max(b.light_ms))
+            .max()
+            .unwrap_or(0);
+        Duration::from_millis(
+            work.div_ceil(WIDTH)
+                .max(group(false))
+                .max(group(true))
+                .max(longest),
+        )
+    }
+
+    /// Writes the suite's workspace under `dir` (idempotent).
+    fn generate(&self, dir: &Path, repo: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir.join("tests"))?;
+        std::fs::create_dir_all(dir.join("src"))?;
+        std::fs::create_dir_all(dir.join(".config"))?;
+        let mut manifest = format!(
+            "[package]\nname = \"bench-suite\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+             [workspace]\n\n[features]\ncapped = []\nserial = []\nharness = []\n\n\
+             [dev-dependencies]\ncapped-test = {{ path = \"{}\" }}\nserial_test = \"3\"\n",
+            repo.join("capped-test").display()
+        );
+        for binary in &self.binaries {
+            let name = binary.name;
+            manifest.push_str(&format!(
+                "\n[[test]]\nname = \"{name}\"\npath = \"tests/{name}.rs\"\n\n\
+                 [[test]]\nname = \"harness_{name}\"\npath = \"tests/harness_{name}.rs\"\nharness = false\nrequired-features = [\"harness\"]\n"
             ));
-            harness.push_str(&format!(
-                "#[capped_test::capped]\nfn light_{i}() {{ std::thread::sleep(Duration::from_millis({LIGHT_MS})); }}\n\n"
+            write_if_changed(
+                &dir.join(format!("tests/{name}.rs")),
+                &binary.plain_source(),
+            )?;
+            write_if_changed(
+                &dir.join(format!("tests/harness_{name}.rs")),
+                &binary.harness_source(),
+            )?;
+        }
+        write_if_changed(&dir.join("Cargo.toml"), &manifest)?;
+        write_if_changed(
+            &dir.join("src/lib.rs"),
+            "//! A generated benchmark suite.\n",
+        )?;
+        write_if_changed(
+            &dir.join(".config/capped.toml"),
+            "[groups.bench-heavy]\nmax = 1\nscope = \"run\"\n\n\
+             [groups.crossval]\nmax = 1\nscope = \"run\"\nbinaries = [\"crossval*\", \"harness_crossval*\"]\n",
+        )?;
+        // nextest refuses a binary() filter that matches no binary: name the claimed ones.
+        let mut nextest = String::from(
+            "[test-groups]\nheavy = { max-threads = 1 }\ncrossval = { max-threads = 1 }\n",
+        );
+        let claimed: Vec<String> = self
+            .binaries
+            .iter()
+            .filter(|b| b.claimed)
+            .map(|b| format!("binary({})", b.name))
+            .collect();
+        if !claimed.is_empty() {
+            nextest.push_str(&format!(
+                "\n[[profile.default.overrides]]\nfilter = '{}'\ntest-group = 'crossval'\n",
+                claimed.join(" | ")
             ));
         }
-        plain.push_str(&format!(
-            "#[cfg_attr(feature = \"capped\", capped_test::capped(group = \"bench-heavy\"))]\n\
-             #[cfg_attr(not(feature = \"capped\"), test)]\n\
-             #[cfg_attr(feature = \"serial\", serial_test::serial(heavy))]\n\
-             fn heavy_{k}() {{ std::thread::sleep(Duration::from_millis({HEAVY_MS})); }}\n"
-        ));
-        harness.push_str(&format!(
-            "#[capped_test::capped(group = \"bench-heavy\")]\nfn heavy_{k}() {{ std::thread::sleep(Duration::from_millis({HEAVY_MS})); }}\n\ncapped_test::main!();\n"
-        ));
-        write_if_changed(&dir.join(format!("tests/plain_{k}.rs")), &plain)?;
-        write_if_changed(&dir.join(format!("tests/harness_{k}.rs")), &harness)?;
+        nextest.push_str("\n[[profile.default.overrides]]\nfilter = 'test(/^heavy_/) & !(kind(lib))'\ntest-group = 'heavy'\n");
+        write_if_changed(&dir.join(".config/nextest.toml"), &nextest)?;
+        Ok(())
     }
-    write_if_changed(&dir.join("Cargo.toml"), &manifest)?;
-    write_if_changed(
-        &dir.join("src/lib.rs"),
-        "//! A generated benchmark suite.\n",
-    )?;
-    write_if_changed(
-        &dir.join(".config/capped.toml"),
-        "[groups.bench-heavy]\nmax = 1\nscope = \"run\"\n",
-    )?;
-    write_if_changed(
-        &dir.join(".config/nextest.toml"),
-        "[test-groups]\nheavy = { max-threads = 1 }\n\n[[profile.default.overrides]]\nfilter = 'test(/^heavy_/)'\ntest-group = 'heavy'\n",
-    )?;
-    Ok(())
+}
+
+impl BinarySpec {
+    /// The libtest form: plain light tests; heavy tests `#[capped]` (feature `capped`),
+    /// `#[serial]` (feature `serial`) or plain (nextest's test group serializes them).
+    fn plain_source(&self) -> String {
+        let mut text = String::from("use std::time::Duration;\n\n");
+        for i in 0..self.light {
+            text.push_str(&format!(
+                "#[test]\nfn light_{i}() {{ std::thread::sleep(Duration::from_millis({})); }}\n\n",
+                self.light_ms
+            ));
+        }
+        let group = if self.claimed {
+            "crossval"
+        } else {
+            "bench-heavy"
+        };
+        let serial_key = group.replace('-', "_");
+        for i in 0..self.heavy {
+            // A claimed binary's group is held by the runner for the whole binary.
+            let capped = if self.claimed {
+                "#[test]\n".to_string()
+            } else {
+                format!(
+                    "#[cfg_attr(feature = \"capped\", capped_test::capped(group = \"{group}\"))]\n\
+                     #[cfg_attr(not(feature = \"capped\"), test)]\n"
+                )
+            };
+            text.push_str(&format!(
+                "{capped}#[cfg_attr(feature = \"serial\", serial_test::serial({serial_key}))]\n\
+                 fn heavy_{i}() {{ std::thread::sleep(Duration::from_millis({})); }}\n\n",
+                self.heavy_ms
+            ));
+        }
+        text
+    }
+
+    /// The harness-mode form: every test `#[capped]`.
+    fn harness_source(&self) -> String {
+        let mut text = String::from("use std::time::Duration;\n\n");
+        for i in 0..self.light {
+            text.push_str(&format!(
+                "#[capped_test::capped]\nfn light_{i}() {{ std::thread::sleep(Duration::from_millis({})); }}\n\n",
+                self.light_ms
+            ));
+        }
+        for i in 0..self.heavy {
+            let attribute = if self.claimed {
+                "#[capped_test::capped]".to_string()
+            } else {
+                "#[capped_test::capped(group = \"bench-heavy\")]".to_string()
+            };
+            text.push_str(&format!(
+                "{attribute}\nfn heavy_{i}() {{ std::thread::sleep(Duration::from_millis({})); }}\n\n",
+                self.heavy_ms
+            ));
+        }
+        text.push_str("capped_test::main!();\n");
+        text
+    }
 }
 
 fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
@@ -103,17 +243,16 @@ fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
 
 struct Contender {
     name: &'static str,
-    build: Vec<&'static str>,
+    build: Vec<String>,
     run: Vec<String>,
 }
 
-fn cargo_command(cargo: &Path, dir: &Path, target: &Path, args: &[String]) -> Command {
-    let mut command = Command::new(cargo);
+fn cargo_command(program: &Path, dir: &Path, target: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(program);
     command
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target)
-        .env("CAPPED_LOCK_DIR", target.join("bench-locks"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (key, _) in std::env::vars() {
@@ -130,135 +269,59 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn row(bench: String, value: f64, unit: &str, target: Option<f64>) -> serde_json::Value {
+    let mut row = serde_json::json!({ "bench": bench, "value": value, "unit": unit });
+    if let Some(target) = target {
+        row["target"] = serde_json::json!(target);
+    }
+    row
+}
+
 /// Runs the benchmark; returns its result rows. `capped_bin` is the cargo-capped binary.
 pub fn run(repo: &Path, capped_bin: &Path) -> Result<Vec<serde_json::Value>, String> {
-    let mut rows = Vec::new();
-    let dir = repo.join("target/bench-suite/mixed");
-    let target = repo.join("target/bench-suite/target");
-    generate(&dir, repo)
-        .map_err(|e| format!("cannot write the suite to {}: {e}", dir.display()))?;
     let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    let plain_targets: Vec<String> = (0..BINARIES)
-        .flat_map(|k| ["--test".to_string(), format!("plain_{k}")])
-        .collect();
-    let harness_targets: Vec<String> = (0..BINARIES)
-        .flat_map(|k| ["--test".to_string(), format!("harness_{k}")])
-        .collect();
-    let capped = capped_bin.display().to_string();
-    let with = |head: &[&str], targets: &[String], tail: &[&str]| -> Vec<String> {
-        head.iter()
-            .map(|s| s.to_string())
-            .chain(targets.iter().cloned())
-            .chain(tail.iter().map(|s| s.to_string()))
-            .collect()
-    };
-    let mut contenders = vec![
-        Contender {
-            name: "cargo capped t2 (harness mode)",
-            build: vec!["test", "--no-run", "--features", "harness"],
-            run: with(
-                &[&capped, "capped", "t2", "--features", "harness"],
-                &harness_targets,
-                &[],
-            ),
-        },
-        Contender {
-            name: "cargo capped t2 (#[capped] under libtest)",
-            build: vec!["test", "--no-run", "--features", "capped"],
-            run: with(
-                &[&capped, "capped", "t2", "--features", "capped"],
-                &plain_targets,
-                &[],
-            ),
-        },
-        Contender {
-            name: "cargo test --test-threads 2 + serial_test",
-            build: vec!["test", "--no-run", "--features", "serial"],
-            run: with(
-                &["cargo", "test", "--features", "serial"],
-                &plain_targets,
-                &["--", "--test-threads", "2"],
-            ),
-        },
-    ];
     let nextest = Command::new(&cargo)
         .args(["nextest", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if nextest {
-        contenders.push(Contender {
-            name: "cargo nextest run -j 2 + test group",
-            build: vec!["test", "--no-run"],
-            run: with(&["cargo", "nextest", "run", "-j", "2"], &plain_targets, &[]),
-        });
-    } else {
-        eprintln!("cargo-nextest is not installed: its row is left out");
+    if !nextest {
+        eprintln!("cargo-nextest is not installed: its rows are left out");
     }
-    let bound = lower_bound();
-    rows.push(serde_json::json!({"bench": "mixed suite: lower bound max(work/width, heavy work, longest)", "value": bound.as_secs_f64(), "unit": "s"}));
-    let mut capped_best = None;
-    let mut others = Vec::new();
-    for contender in &contenders {
-        let build_args: Vec<String> = contender.build.iter().map(|s| s.to_string()).collect();
-        let status = cargo_command(&cargo, &dir, &target, &build_args)
-            .stderr(Stdio::inherit())
-            .status()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("building the suite for {} failed", contender.name));
-        }
-        let mut samples = Vec::new();
-        for _ in 0..RUNS {
-            let (program, args) = contender.run.split_first().expect("a command");
-            let program = if program == "cargo" {
-                cargo.clone()
-            } else {
-                PathBuf::from(program)
-            };
-            let started = Instant::now();
-            let output = cargo_command(&program, &dir, &target, args)
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", contender.name))?;
-            let took = started.elapsed();
-            if !output.status.success() {
-                return Err(format!(
-                    "{} failed:\n{}",
-                    contender.name,
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
-            samples.push(took);
-        }
-        let makespan = median(samples);
-        let ratio = makespan.as_secs_f64() / bound.as_secs_f64();
-        rows.push(serde_json::json!({"bench": format!("mixed suite: {} makespan", contender.name), "value": makespan.as_secs_f64(), "unit": "s"}));
-        let target_ratio = contender.name.starts_with("cargo capped").then_some(1.2);
-        let mut line = serde_json::json!({"bench": format!("mixed suite: {} / lower bound", contender.name), "value": ratio, "unit": "x"});
-        if let Some(t) = target_ratio {
-            line["target"] = serde_json::json!(t);
-        }
-        rows.push(line);
-        if contender.name.starts_with("cargo capped") {
-            capped_best = Some(capped_best.map_or(makespan, |best: Duration| best.min(makespan)));
-        } else {
-            others.push((contender.name, makespan));
-        }
+    let target = repo.join("target/bench-suite/target");
+    let mut rows = Vec::new();
+    for shape in shapes() {
+        let dir = repo.join("target/bench-suite").join(shape.name);
+        shape
+            .generate(&dir, repo)
+            .map_err(|e| format!("cannot write the suite to {}: {e}", dir.display()))?;
+        rows.extend(run_shape(
+            &shape, &dir, &target, &cargo, capped_bin, nextest,
+        )?);
     }
-    if let Some(best) = capped_best {
-        for (name, makespan) in others {
-            rows.push(serde_json::json!({"bench": format!("mixed suite: best cargo capped / {name}"), "value": best.as_secs_f64() / makespan.as_secs_f64(), "unit": "x", "target": 1.0}));
-        }
-    }
-    // The runner's own peak RSS, from its JSON summary.
-    let mut args: Vec<String> = vec![
-        "capped".into(),
-        "t2".into(),
-        "--features".into(),
-        "harness".into(),
-        "--message-format".into(),
-        "json".into(),
-    ];
-    args.extend(harness_targets);
+    // The runner's own peak RSS, from its JSON summary, on the larger suite.
+    let dir = repo.join("target/bench-suite/many-light");
+    let mut args = strings(&[
+        "capped",
+        "t2",
+        "--features",
+        "harness",
+        "--message-format",
+        "json",
+    ]);
+    args.extend(
+        [
+            "harness_suite_a",
+            "harness_suite_b",
+            "harness_suite_c",
+            "harness_suite_d",
+        ]
+        .iter()
+        .flat_map(|t| ["--test".to_string(), t.to_string()]),
+    );
     let output = cargo_command(capped_bin, &dir, &target, &args)
         .stdout(Stdio::piped())
         .output()
@@ -269,7 +332,153 @@ pub fn run(repo: &Path, capped_bin: &Path) -> Result<Vec<serde_json::Value>, Str
         .find(|v| v["type"] == "run-finished")
         .and_then(|v| v["runner_peak_rss"].as_f64());
     if let Some(rss) = rss {
-        rows.push(serde_json::json!({"bench": "cargo capped t2: the runner's own peak RSS", "value": rss / (1 << 20) as f64, "unit": "MiB"}));
+        rows.push(row(
+            "cargo capped t2: the runner's own peak RSS".into(),
+            rss / f64::from(1 << 20),
+            "MiB",
+            None,
+        ));
+    }
+    Ok(rows)
+}
+
+fn run_shape(
+    shape: &Shape,
+    dir: &Path,
+    target: &Path,
+    cargo: &Path,
+    capped_bin: &Path,
+    nextest: bool,
+) -> Result<Vec<serde_json::Value>, String> {
+    let plain: Vec<String> = shape
+        .binaries
+        .iter()
+        .flat_map(|b| ["--test".to_string(), b.name.to_string()])
+        .collect();
+    let harness: Vec<String> = shape
+        .binaries
+        .iter()
+        .flat_map(|b| ["--test".to_string(), format!("harness_{}", b.name)])
+        .collect();
+    let capped = capped_bin.display().to_string();
+    let with = |head: &[&str], targets: &[String], tail: &[&str]| -> Vec<String> {
+        strings(head)
+            .into_iter()
+            .chain(targets.iter().cloned())
+            .chain(strings(tail))
+            .collect()
+    };
+    let mut contenders = vec![
+        Contender {
+            name: "cargo capped t2 (harness mode)",
+            build: strings(&["test", "--no-run", "--features", "harness"]),
+            run: with(
+                &[&capped, "capped", "t2", "--features", "harness"],
+                &harness,
+                &[],
+            ),
+        },
+        Contender {
+            name: "cargo capped t2 (#[capped] under libtest)",
+            build: strings(&["test", "--no-run", "--features", "capped"]),
+            run: with(
+                &[&capped, "capped", "t2", "--features", "capped"],
+                &plain,
+                &[],
+            ),
+        },
+        Contender {
+            name: "cargo test --test-threads 2 + serial_test",
+            build: strings(&["test", "--no-run", "--features", "serial"]),
+            run: with(
+                &["cargo", "test", "--features", "serial"],
+                &plain,
+                &["--", "--test-threads", "2"],
+            ),
+        },
+    ];
+    if nextest {
+        contenders.push(Contender {
+            name: "cargo nextest run -j 2 + test groups",
+            build: strings(&["test", "--no-run"]),
+            run: with(&["cargo", "nextest", "run", "-j", "2"], &plain, &[]),
+        });
+    }
+    let bound = shape.lower_bound();
+    let mut rows = vec![row(
+        format!(
+            "{}: lower bound max(work/width, group work, longest)",
+            shape.name
+        ),
+        bound.as_secs_f64(),
+        "s",
+        None,
+    )];
+    let mut capped_best: Option<Duration> = None;
+    let mut others = Vec::new();
+    for contender in &contenders {
+        let status = cargo_command(cargo, dir, target, &contender.build)
+            .stderr(Stdio::inherit())
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "{}: building the suite for {} failed",
+                shape.name, contender.name
+            ));
+        }
+        let mut samples = Vec::new();
+        for _ in 0..RUNS {
+            let (program, args) = contender.run.split_first().expect("a command");
+            let program = if program == "cargo" {
+                cargo.to_path_buf()
+            } else {
+                PathBuf::from(program)
+            };
+            let started = Instant::now();
+            let output = cargo_command(&program, dir, target, args)
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", contender.name))?;
+            let took = started.elapsed();
+            if !output.status.success() {
+                return Err(format!(
+                    "{}: {} failed:\n{}",
+                    shape.name,
+                    contender.name,
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            samples.push(took);
+        }
+        let makespan = median(samples);
+        let is_capped = contender.name.starts_with("cargo capped");
+        rows.push(row(
+            format!("{}: {} makespan", shape.name, contender.name),
+            makespan.as_secs_f64(),
+            "s",
+            None,
+        ));
+        rows.push(row(
+            format!("{}: {} / lower bound", shape.name, contender.name),
+            makespan.as_secs_f64() / bound.as_secs_f64(),
+            "x",
+            is_capped.then_some(1.2),
+        ));
+        if is_capped {
+            capped_best = Some(capped_best.map_or(makespan, |best| best.min(makespan)));
+        } else {
+            others.push((contender.name, makespan));
+        }
+    }
+    if let Some(best) = capped_best {
+        for (name, makespan) in others {
+            rows.push(row(
+                format!("{}: best cargo capped / {name}", shape.name),
+                best.as_secs_f64() / makespan.as_secs_f64(),
+                "x",
+                Some(1.0),
+            ));
+        }
     }
     Ok(rows)
 }
