@@ -11,7 +11,8 @@ use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 use cargo_metadata::Message;
 
@@ -72,13 +73,23 @@ pub fn build(plan: &Plan, color: Color, quiet: bool) -> Result<BuildOutput> {
     // Its own process group: a signal to the runner is forwarded on our terms, and an
     // interrupted build leaves no rustc behind.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    // And it dies with the runner, even a SIGKILLed one (spawned from the main thread).
+    crate::run::die_with_parent(&mut command);
     let mut child = command
         .spawn()
         .map_err(|e| Error::internal("cannot run cargo", e))?;
     let pid = child.id();
     let stdout = child.stdout.take().expect("stdout is piped");
 
-    let reader = std::thread::spawn(move || parse_messages(BufReader::new(stdout)));
+    // The reader says when cargo closed its stdout, which it does as it exits: the loop
+    // then looks every millisecond for a while, instead of once per poll interval.
+    let (closed, stdout_closed) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let messages = parse_messages(BufReader::new(stdout));
+        drop(closed);
+        messages
+    });
+    let mut closed_at: Option<Instant> = None;
     let status = loop {
         if let Some(status) = child
             .try_wait()
@@ -92,7 +103,19 @@ pub fn build(plan: &Plan, color: Color, quiet: bool) -> Result<BuildOutput> {
             let _ = reader.join();
             return Err(Error::Interrupted);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        match closed_at {
+            Some(at) if at.elapsed() < Duration::from_millis(200) => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            None => {
+                if let Err(RecvTimeoutError::Disconnected) =
+                    stdout_closed.recv_timeout(Duration::from_millis(20))
+                {
+                    closed_at = Some(Instant::now());
+                }
+            }
+        }
     };
     let messages = reader
         .join()

@@ -100,6 +100,7 @@ fn run_tests(profile: &str, args: RunArgs) -> Result<i32> {
         filter: args.filter,
         test_args: args.test_args,
     })?;
+    run::env::prefetch_toolchain_libdir();
     // Before the build: its load on the host counts as the run's own (see OwnLoad).
     let mut hooks = run::host_safety::HostSafety::new(&plan);
     let built = build::build(&plan, plan.output.color, plan.output.quiet)?;
@@ -152,6 +153,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
         test_args: args.test_args,
         ..PlanInput::default()
     })?;
+    run::env::prefetch_toolchain_libdir();
     let built = build::build(&plan, args.color, args.quiet)?;
     let (env, _caps) = plan.env_for_run(None)?;
     let binaries = built.binaries;

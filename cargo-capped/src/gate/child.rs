@@ -40,23 +40,12 @@ pub(crate) fn run(
     let Some((program, args)) = command.split_first() else {
         return EXIT_NOT_FOUND;
     };
-    let parent = rustix::process::getpid();
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(envs.iter().map(|(k, v)| (k, v)))
         .process_group(0);
-    // SAFETY: the closure runs in the forked child before exec and only makes two
-    // async-signal-safe syscalls (prctl, getppid); it allocates nothing on success.
-    unsafe {
-        cmd.pre_exec(move || {
-            // If the gate dies (even by SIGKILL), its slot is freed: CMD must not outlive it.
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-            if rustix::process::getppid() != Some(parent) {
-                return Err(io::Error::from_raw_os_error(libc_esrch()));
-            }
-            Ok(())
-        });
-    }
+    // If the gate dies (even by SIGKILL), its slot is freed: CMD must not outlive it.
+    crate::run::die_with_parent(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -120,11 +109,6 @@ pub(crate) fn run(
         warn_leftovers(pid);
     }
     exit_code(status)
-}
-
-/// `ESRCH`: the gate died before CMD could be executed.
-fn libc_esrch() -> i32 {
-    rustix::io::Errno::SRCH.raw_os_error()
 }
 
 /// Warns when processes CMD started are still running in its group after it exited: they

@@ -41,6 +41,17 @@ pub fn inherited_capped_vars() -> Vec<OsString> {
         .collect()
 }
 
+/// Asks for the toolchain's target libdir on a thread of its own, so that the ~25 ms of
+/// `rustc --print target-libdir` overlap the build instead of delaying the first listing
+/// (which then finds the answer ready, or waits for this same query to finish).
+pub fn prefetch_toolchain_libdir() {
+    let _ = std::thread::Builder::new()
+        .name("capped-libdir".to_string())
+        .spawn(|| {
+            toolchain_libdir();
+        });
+}
+
 /// The toolchain's target libdir (`rustc --print target-libdir`), asked once.
 fn toolchain_libdir() -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();

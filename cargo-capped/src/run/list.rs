@@ -2,7 +2,8 @@
 //! `CAPPED_LIST_RESOURCES=1`, so harness binaries print every test's resources as JSON and
 //! plain libtest binaries their names. Plain binaries are listed a second time with
 //! `--ignored` to learn which tests are ignored (unless the run's arguments already select
-//! ignored tests). Binaries are listed in parallel.
+//! ignored tests). Binaries are listed in parallel. Each listing run is in a process group of
+//! its own and dies with the runner ([`crate::run::die_with_parent`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -96,6 +97,9 @@ fn run_list(binary: &TestBinary, args: ListArgs<'_>, ignored: bool) -> Result<St
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    // Dies with the runner; spawned from a listing worker, which waits for it (or kills
+    // it) before it moves on or exits, so the worker thread outlives it.
+    crate::run::die_with_parent(&mut command);
     let child = command
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", binary.path.display()))?;

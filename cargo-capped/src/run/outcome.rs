@@ -1,0 +1,251 @@
+//! A unit's end and the run's: turning a finished binary into results (its parser's, a
+//! `(binary)` failure for a non-zero exit without a failed test, the kill reason), measuring
+//! what it held, releasing its slots; and when the run stops early, reporting every test
+//! that never started as not run, with the reason.
+//!
+//! ## Invariants
+//!
+//! * Every listed test of every unit gets exactly one result: from the binary's output or
+//!   events, from its end (crashed, timed out, killed for memory, not run), from an EMFILE
+//!   rerun in place of the first, or from [`Runner::mark_not_run`].
+//! * A unit's guard is dropped (its slots released) only after its process was reaped and
+//!   the hooks were told ([`super::RunHooks::ended`]), and the width is re-decided before
+//!   the next binary starts.
+
+use std::time::Duration;
+
+use capped_test::protocol::now_us;
+
+use super::binary::{RunningBinary, State};
+use super::runner::Runner;
+use super::schedule;
+use crate::events::{RunEvent, TestResult, TestStatus};
+use crate::libtest::{BinaryEnd, KillReason};
+
+/// The name given to a binary that failed outside any test.
+pub const BINARY: &str = "(binary)";
+
+impl Runner<'_> {
+    /// Finishes a running unit whose process was reaped and whose output was read: its
+    /// results, the hooks' memory verdict, the EMFILE policy, its measurements; then
+    /// releases its slots and reports its end.
+    pub(super) fn finish_binary(&mut self, index: usize) {
+        self.read_events(index);
+        let State::Running(running) = std::mem::replace(&mut self.units[index].state, State::Done)
+        else {
+            return;
+        };
+        let RunningBinary {
+            process,
+            guard,
+            width_held,
+            started,
+            started_us,
+            run_width,
+            killed,
+            parser,
+            tail,
+            ..
+        } = *running;
+        let (pid, status) = (process.pid(), process.status());
+        let end_us = now_us();
+        let binary = self.units[index].binary.id.clone();
+        let harness = self.units[index].listing.harness;
+        let claimed = self.units[index].claimed.clone();
+        use std::os::unix::process::ExitStatusExt;
+        let signal = status.and_then(|s| s.signal());
+        let memory = self.hooks.ended(&binary, pid, signal, killed.as_ref());
+        let killed = memory.killed.or(killed);
+        let end = BinaryEnd {
+            exit_code: status.and_then(|s| s.code()),
+            signal,
+            killed: killed.clone(),
+        };
+        let parsed = parser.finish(&end);
+        let mut remaining = Vec::new();
+        for result in parsed.remaining {
+            if self.defers(index, &result) {
+                self.units[index].deferred.push(result);
+            } else {
+                remaining.push(result);
+            }
+        }
+        let remaining = self.adapt_to_emfile(index, run_width, remaining, &parsed.stray_output);
+        for result in remaining {
+            self.finish_test(result);
+        }
+        // A binary that exits non-zero while every test passed still fails the run.
+        let all_passed = parsed.all.iter().all(|r| !r.status.is_failure());
+        if status.is_none_or(|s| !s.success()) && all_passed {
+            self.failed = true;
+            self.finish_test(TestResult {
+                binary: binary.clone(),
+                name: BINARY.to_string(),
+                status: TestStatus::Failed,
+                duration: None,
+                output: format!(
+                    "the test binary exited with {} although no test failed\n{}",
+                    status.map_or_else(|| "an unknown status".to_string(), |s| s.to_string()),
+                    parsed.stray_output
+                ),
+            });
+        }
+        self.measurements
+            .add_binary(capped_test::resource::WIDTH, started_us, end_us, width_held);
+        for group in &claimed {
+            self.measurements.add_binary(group, started_us, end_us, 1);
+        }
+        self.measurements.add_events(tail.events(), harness, end_us);
+        if let Some(peak) = memory.peak_rss {
+            self.peaks.push((binary.to_string(), peak));
+        }
+        let running_tests: Vec<String> = parsed
+            .all
+            .iter()
+            .filter(|r| matches!(r.status, TestStatus::KilledForMemory { .. }))
+            .map(|r| r.name.clone())
+            .collect();
+        drop(guard);
+        self.width_check_due = true;
+        self.emit(RunEvent::BinaryFinished {
+            binary,
+            exit_code: end.exit_code,
+            signal: end.signal,
+            killed_because: killed
+                .as_ref()
+                .map(|k| describe_kill_while(k, &running_tests)),
+            duration: started.elapsed(),
+            peak_rss: memory.peak_rss,
+            stray_output: parsed.stray_output,
+        });
+    }
+
+    /// Tests of binaries that never started, when the run stops early.
+    pub(super) fn mark_not_run(&mut self) {
+        let reason = if self.interrupted.is_some() {
+            "the run was interrupted".to_string()
+        } else {
+            "--fail-fast stopped the run after a failure".to_string()
+        };
+        let pending: Vec<usize> = self.pending().collect();
+        for index in pending {
+            self.units[index].state = State::Done;
+            let binary = self.units[index].binary.id.clone();
+            let tests = self.units[index].listing.tests.clone();
+            for test in tests {
+                let status = if test.ignored && !schedule::runs_ignored(&self.plan.test_args) {
+                    TestStatus::Ignored
+                } else {
+                    TestStatus::NotRun {
+                        reason: reason.clone(),
+                    }
+                };
+                self.finish_test(TestResult {
+                    binary: binary.clone(),
+                    name: test.name,
+                    status,
+                    duration: None,
+                    output: String::new(),
+                });
+            }
+        }
+    }
+}
+
+/// [`describe_kill`], naming the tests that were running for a memory kill:
+/// `killed: memory cap 300 MiB exceeded (peak 2.1 GiB) while running big::alloc`.
+pub fn describe_kill_while(reason: &KillReason, running: &[String]) -> String {
+    let text = describe_kill(reason);
+    if matches!(reason, KillReason::Memory { .. }) && !running.is_empty() {
+        format!("{text} while running {}", running.join(", "))
+    } else {
+        text
+    }
+}
+
+/// `timed out after 5s`, `killed: memory cap 300 MiB exceeded (peak 2.1 GiB)`, …
+pub fn describe_kill(reason: &KillReason) -> String {
+    match reason {
+        KillReason::Timeout { after } => format!("timed out after {}", short_duration(*after)),
+        KillReason::Memory {
+            limit: Some(limit),
+            peak,
+            by_watchdog: true,
+        } => crate::watchdog::MemoryVerdict::CapExceeded {
+            limit: *limit,
+            peak: *peak,
+        }
+        .to_string(),
+        KillReason::Memory {
+            limit: Some(limit),
+            peak,
+            by_watchdog: false,
+        } => format!(
+            "killed by the kernel at the cgroup's memory.max of {} (peak {})",
+            capped_test::units::format_size(*limit),
+            capped_test::units::format_size(*peak)
+        ),
+        KillReason::Memory {
+            limit: None, peak, ..
+        } => crate::watchdog::MemoryVerdict::LikelyOomKill { peak: *peak }.to_string(),
+        KillReason::Interrupted => "the run was interrupted".to_string(),
+        KillReason::Other(text) => text.clone(),
+    }
+}
+
+/// `5s`, `1.5s`, `250ms`: a duration as a user would have typed it.
+pub fn short_duration(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 && duration.as_secs() > 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.as_secs() == 0 {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{:.1}s", duration.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_kills_name_the_cap_and_the_running_tests() {
+        let cap = KillReason::Memory {
+            limit: Some(300 << 20),
+            peak: 2 << 30,
+            by_watchdog: true,
+        };
+        assert_eq!(
+            describe_kill_while(&cap, &["big::alloc".into()]),
+            "killed: memory cap 300 MiB exceeded (peak 2 GiB) while running big::alloc"
+        );
+        let oom = KillReason::Memory {
+            limit: None,
+            peak: 1 << 30,
+            by_watchdog: false,
+        };
+        let text = describe_kill_while(&oom, &[]);
+        assert!(text.contains("likely the kernel's OOM killer"), "{text}");
+        let timeout = KillReason::Timeout {
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(
+            describe_kill_while(&timeout, &["a".into()]),
+            "timed out after 1s"
+        );
+    }
+
+    #[test]
+    fn kills_are_described() {
+        assert_eq!(
+            describe_kill(&KillReason::Timeout {
+                after: Duration::from_secs(5)
+            }),
+            "timed out after 5s"
+        );
+        assert_eq!(
+            describe_kill(&KillReason::Interrupted),
+            "the run was interrupted"
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! The run loop: one thread that owns every unit, starts what can start, sleeps until a
+//! child wakes it or something is due, looks at every running binary, and stops when
+//! nothing runs and nothing more will start.
+//!
+//! One iteration: take a pending signal (forward it to every child group); unless the run
+//! is stopping, re-decide the width if a binary ended, show the hooks' notices and start
+//! what can start ([`super::launch`]); then wait on the one channel every child's threads
+//! send on ([`Wake`]: output, a closed stream, an exit), at most until the next look is due
+//! ([`TICK`], or earlier for a timeout, a grace period or a pipe grace); then look at every
+//! running binary ([`Runner::poll`]): its events file, the watch hook, its exit, its
+//! timeout, SIGKILL after the grace, and finishing it once it exited and its output was
+//! read ([`super::outcome`]).
+//!
+//! ## Invariants
+//!
+//! * Only this thread spawns test binaries, so every one of them dies with the runner
+//!   (`PR_SET_PDEATHSIG` follows the spawning thread, see [`super::child`]).
+//! * A binary's exit is acted on as soon as its waiter reports it: its group is SIGKILLed,
+//!   it is reaped, and once its output is read its slots are released and the next binary
+//!   starts in the same iteration. Nothing waits for a tick except what only polling can
+//!   see: a group slot another process frees, a host-safety gate, the watch hook, an
+//!   events-file line no output accompanies.
+//! * Every running binary is looked at at least every [`TICK`] and at every wake-up.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use capped_test::Caps;
+
+use super::binary::{RunningBinary, State, Unit};
+use super::child::{GRACE, Wake};
+use super::hooks::RunHooks;
+use super::run_dir::RunDir;
+use super::signals;
+use super::summary::Measurements;
+use crate::adapt::emfile::EmfileAdapter;
+use crate::errors::{EXIT_INTERRUPTED, EXIT_OK, EXIT_TEST_FAILED, Result};
+use crate::events::{RunEvent, RunSummary, TestResult, TestStatus};
+use crate::libtest::{KillReason, OutputEvent};
+use crate::plan::Plan;
+
+/// The longest the loop sleeps while binaries run or wait: how often it looks at running
+/// children when nothing wakes it, and retries binaries whose resources were busy.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// The name given to a binary's listing failure in results.
+pub const LISTING: &str = "(listing)";
+
+/// Everything one run knows: its plan and caps, its units and the order to try them, the
+/// loop's channel, the hooks and the sink, and what was measured and reported so far.
+pub(super) struct Runner<'a> {
+    pub(super) plan: &'a Plan,
+    pub(super) caps: Caps,
+    /// The run's environment (every binary gets it).
+    pub(super) env: BTreeMap<String, String>,
+    pub(super) run_dir: RunDir,
+    pub(super) units: Vec<Unit>,
+    /// Indices of `units`, in the order they are tried.
+    pub(super) order: Vec<usize>,
+    pub(super) sender: Sender<Wake>,
+    pub(super) receiver: Receiver<Wake>,
+    pub(super) hooks: &'a mut dyn RunHooks,
+    pub(super) sink: &'a mut dyn FnMut(&RunEvent),
+    pub(super) results: Vec<TestResult>,
+    pub(super) measurements: Measurements,
+    pub(super) failed: bool,
+    /// A test was seen failing (its result may come later): enough for `--fail-fast`.
+    pub(super) failing_seen: bool,
+    /// The signal that interrupted the run.
+    pub(super) interrupted: Option<i32>,
+    /// When the first binary could start.
+    pub(super) loop_started: Instant,
+    /// The width the degrade decisions allow.
+    pub(super) degrade_width: u32,
+    /// The width in force: the lowest of `degrade_width` and the EMFILE adapter's.
+    pub(super) width: u32,
+    /// Lowers the width after "Too many open files" and decides reruns.
+    pub(super) emfile: EmfileAdapter,
+    /// A binary ended since the width was last decided.
+    pub(super) width_check_due: bool,
+    /// Peak RSS per binary, in the order they finished.
+    pub(super) peaks: Vec<(String, u64)>,
+}
+
+impl Runner<'_> {
+    pub(super) fn emit(&mut self, event: RunEvent) {
+        (self.sink)(&event);
+    }
+
+    pub(super) fn finish_test(&mut self, result: TestResult) {
+        if result.status.is_failure() {
+            self.failed = true;
+        }
+        self.emit(RunEvent::TestFinished(result.clone()));
+        self.results.push(result);
+    }
+
+    /// Binaries that could not even list their tests fail the run, with the reason.
+    pub(super) fn report_list_errors(&mut self) {
+        for index in 0..self.units.len() {
+            let Some(error) = self.units[index].list_error.clone() else {
+                continue;
+            };
+            let binary = self.units[index].binary.id.clone();
+            self.units[index].state = State::Done;
+            self.failed = true;
+            self.finish_test(TestResult {
+                binary: binary.clone(),
+                name: LISTING.to_string(),
+                status: TestStatus::Failed,
+                duration: None,
+                output: error.clone(),
+            });
+            self.emit(RunEvent::BinaryFinished {
+                binary,
+                exit_code: None,
+                signal: None,
+                killed_because: None,
+                duration: Duration::ZERO,
+                peak_rss: None,
+                stray_output: error,
+            });
+        }
+    }
+
+    /// Pending units, in the order they are tried.
+    pub(super) fn pending(&self) -> impl Iterator<Item = usize> + '_ {
+        self.order
+            .iter()
+            .copied()
+            .filter(|&i| self.units[i].is_pending())
+    }
+
+    /// Running units, by index.
+    pub(super) fn running(&self) -> Vec<usize> {
+        (0..self.units.len())
+            .filter(|&i| self.units[i].running().is_some())
+            .collect()
+    }
+
+    /// Whether nothing more starts: interrupted, or `--fail-fast` after a failure.
+    pub(super) fn stopping(&self) -> bool {
+        self.interrupted.is_some() || (self.plan.fail_fast && (self.failed || self.failing_seen))
+    }
+
+    /// Asks the hooks for the width (between binaries) and applies the EMFILE adapter's.
+    fn decide_width(&mut self) {
+        self.width_check_due = false;
+        let decision = self.hooks.width(self.plan.width);
+        self.degrade_width = decision.width.clamp(1, self.plan.width.max(1));
+        if let Some(message) = decision.notice {
+            self.emit(RunEvent::Notice { message });
+        }
+        self.apply_width();
+    }
+
+    /// The width in force: the lowest of the degrade decision and the EMFILE adapter's.
+    pub(super) fn apply_width(&mut self) {
+        let emfile = u32::try_from(self.emfile.width()).unwrap_or(u32::MAX);
+        self.width = self.degrade_width.min(emfile).max(1);
+    }
+
+    /// Runs every unit to its end (or the run's stop), then reports what never started.
+    pub(super) fn run_loop(&mut self) -> Result<()> {
+        self.loop_started = Instant::now();
+        loop {
+            self.handle_signals();
+            if !self.stopping() {
+                if self.width_check_due && self.pending().next().is_some() {
+                    self.decide_width();
+                }
+                while let Some(message) = self.hooks.notice() {
+                    self.emit(RunEvent::Notice { message });
+                }
+                self.start_ready()?;
+            }
+            let running = self.running();
+            if running.is_empty() && (self.stopping() || self.pending().next().is_none()) {
+                break;
+            }
+            self.wait();
+            for index in self.running() {
+                self.poll(index);
+            }
+        }
+        self.mark_not_run();
+        Ok(())
+    }
+
+    /// Sleeps until a child's thread wakes the loop or the next look is due (the earliest
+    /// of [`TICK`] and every running binary's [`RunningBinary::next_due`]), then handles
+    /// every wake-up that arrived.
+    fn wait(&mut self) {
+        let now = Instant::now();
+        let timeout = self
+            .units
+            .iter()
+            .filter_map(Unit::running)
+            .filter_map(RunningBinary::next_due)
+            .map(|due| due.saturating_duration_since(now))
+            .fold(TICK, Duration::min);
+        if let Ok(wake) = self.receiver.recv_timeout(timeout) {
+            self.handle(wake);
+            while let Ok(wake) = self.receiver.try_recv() {
+                self.handle(wake);
+            }
+        }
+    }
+
+    fn handle_signals(&mut self) {
+        let Some(signal) = signals::take_pending() else {
+            return;
+        };
+        let first = self.interrupted.is_none();
+        self.interrupted.get_or_insert(signal);
+        if first {
+            self.emit(RunEvent::Notice {
+                message: format!(
+                    "interrupted ({}): stopping every test binary (SIGKILL after {}s; again to kill now)",
+                    crate::libtest::describe_signal(signal),
+                    GRACE.as_secs()
+                ),
+            });
+        }
+        let now = Instant::now();
+        for index in self.running() {
+            if let Some(running) = self.units[index].running_mut() {
+                running.killed.get_or_insert(KillReason::Interrupted);
+                if first {
+                    running.process.forward(signal, now);
+                } else {
+                    running.process.kill();
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, wake: Wake) {
+        match wake {
+            Wake::Output {
+                unit,
+                stderr,
+                bytes,
+                at,
+            } => {
+                self.read_events(unit);
+                let Some(running) = self.units[unit].running_mut() else {
+                    return;
+                };
+                let events = if stderr {
+                    running.parser.stderr(&bytes, at)
+                } else {
+                    running.parser.stdout(&bytes, at)
+                };
+                self.output_events(unit, events);
+            }
+            Wake::Closed { unit } => {
+                if let Some(running) = self.units[unit].running_mut() {
+                    running.process.stream_closed();
+                }
+            }
+            // Its last events now; the look at every running binary right after the wait
+            // reaps it.
+            Wake::Exited { unit } => self.read_events(unit),
+        }
+    }
+
+    fn output_events(&mut self, unit: usize, events: Vec<OutputEvent>) {
+        let binary = self.units[unit].binary.id.clone();
+        for event in events {
+            match event {
+                OutputEvent::Started { name } => self.emit(RunEvent::TestStarted {
+                    binary: binary.clone(),
+                    name,
+                }),
+                OutputEvent::Finished(result) => {
+                    if self.defers(unit, &result) {
+                        self.units[unit].deferred.push(result);
+                    } else {
+                        self.finish_test(result);
+                    }
+                }
+                OutputEvent::Failing { .. } => self.failing_seen = true,
+                OutputEvent::Slow { name } => self.emit(RunEvent::Notice {
+                    message: format!("{binary} {name} has been running for over 60 seconds"),
+                }),
+            }
+        }
+    }
+
+    /// New lines of a running binary's events file, fed to its parser.
+    pub(super) fn read_events(&mut self, unit: usize) {
+        let Some(running) = self.units[unit].running_mut() else {
+            return;
+        };
+        let new = running.tail.read();
+        let mut out = Vec::new();
+        for event in &new {
+            out.extend(running.parser.harness_event(event));
+        }
+        self.output_events(unit, out);
+    }
+
+    /// Looks at a running binary: events, watchdog, exit, timeout, and finishes it once it
+    /// exited and its output is read.
+    fn poll(&mut self, index: usize) {
+        self.read_events(index);
+        let id = self.units[index].binary.id.clone();
+        let timeout = self.plan.timeout;
+        let Some(running) = self.units[index].running_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if !running.process.has_exited() {
+            if running.killed.is_none()
+                && let Some(reason) = self.hooks.watch(&id, running.process.pid())
+            {
+                running.killed = Some(reason);
+                running.process.terminate(now);
+            }
+            // An exit first: whatever it left in its group goes with it, before its pid is
+            // released.
+            if !running.process.reap_if_exited(now) {
+                if running.killed.is_none()
+                    && running.deadline.is_some_and(|deadline| now >= deadline)
+                {
+                    running.killed = Some(KillReason::Timeout {
+                        after: timeout.unwrap_or_default(),
+                    });
+                    running.process.terminate(now);
+                } else {
+                    running.process.kill_after_grace(now);
+                }
+            }
+        }
+        if running.process.is_done(now) {
+            self.finish_binary(index);
+        }
+    }
+
+    /// The summary, sent as [`RunEvent::RunFinished`] and returned.
+    pub(super) fn finish(mut self, duration: Duration) -> RunSummary {
+        let mut summary = self.measurements.summarize(&self.results, duration);
+        summary.junit_path = self.plan.output.junit.clone();
+        summary.binary_peak_rss = std::mem::take(&mut self.peaks);
+        let failed = self.failed || self.results.iter().any(|r| r.status.is_failure());
+        summary.exit_code = if self.interrupted.is_some() {
+            EXIT_INTERRUPTED
+        } else if failed {
+            EXIT_TEST_FAILED
+        } else {
+            EXIT_OK
+        };
+        self.emit(RunEvent::RunFinished(summary.clone()));
+        let _ = &self.run_dir;
+        summary
+    }
+}

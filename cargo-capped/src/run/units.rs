@@ -1,0 +1,147 @@
+//! From built binaries and their listings to the run's units (see [`super::binary`]).
+//!
+//! Without `--partition` each binary is one unit, run with the run's filter and arguments
+//! as `cargo test` would. With `--partition hash:K/N` each binary keeps the tests of
+//! partition K, runs them by name ([`schedule::selection_args`]) in chunks of at most
+//! [`schedule::SELECTION_CHUNK_BYTES`] of names, one unit per chunk; a binary with nothing in
+//! partition K has no unit at all, and the tests of other partitions are counted
+//! ([`PartitionCount`]) for the run's notice, never reported. A binary whose listing failed is
+//! one unit carrying the error (reported as a failure, never spawned).
+
+use std::collections::HashSet;
+
+use super::binary::Unit;
+use super::run_dir::RunDir;
+use super::schedule;
+use crate::build::TestBinary;
+use crate::events::BinaryId;
+use crate::libtest::Listing;
+use crate::plan::{Partition, Plan};
+
+/// Tests kept and left out by `--partition`.
+#[derive(Debug, Default)]
+pub(super) struct PartitionCount {
+    pub(super) kept: usize,
+    pub(super) left: usize,
+}
+
+/// The units of `binaries`, in their order, given each one's listing (or why it failed).
+/// Unit `i`'s events file is `run_dir`'s file `i`.
+pub(super) fn units_of(
+    plan: &Plan,
+    binaries: Vec<TestBinary>,
+    listings: Vec<Result<Listing, String>>,
+    run_dir: &RunDir,
+) -> (Vec<Unit>, PartitionCount) {
+    let mut units: Vec<Unit> = Vec::new();
+    let mut partitioned = PartitionCount::default();
+    for (binary, listing) in binaries.into_iter().zip(listings) {
+        let claimed = plan.groups_claiming(&binary.id.target);
+        let (listing, list_error) = match listing {
+            Ok(listing) => (listing, None),
+            Err(e) => (Listing::default(), Some(e)),
+        };
+        let selections = match (&plan.partition, &list_error) {
+            (Some(partition), None) => {
+                let (kept, left) = partition_listing(&listing, &binary.id, partition);
+                partitioned.kept += kept.tests.len();
+                partitioned.left += left;
+                if kept.tests.is_empty() {
+                    continue;
+                }
+                if left == 0 {
+                    vec![(kept, None)]
+                } else {
+                    let names = kept.tests.iter().map(|t| t.name.clone()).collect();
+                    schedule::chunk_names(names, schedule::SELECTION_CHUNK_BYTES)
+                        .into_iter()
+                        .map(|chunk| (subset(&kept, &chunk), Some(chunk)))
+                        .collect()
+                }
+            }
+            _ => vec![(listing, None)],
+        };
+        for (listing, selection) in selections {
+            let index = units.len();
+            units.push(Unit::new(
+                binary.clone(),
+                listing,
+                list_error.clone(),
+                claimed.clone(),
+                run_dir.events_file(index, &binary.id.target),
+                selection,
+                &plan.test_args,
+            ));
+        }
+    }
+    (units, partitioned)
+}
+
+/// The tests of `listing` in `partition`, and how many were left out.
+fn partition_listing(
+    listing: &Listing,
+    binary: &BinaryId,
+    partition: &Partition,
+) -> (Listing, usize) {
+    let mut kept = listing.clone();
+    kept.tests
+        .retain(|test| partition.contains(binary, &test.name));
+    let left = listing.tests.len() - kept.tests.len();
+    (kept, left)
+}
+
+/// `listing` restricted to `names`.
+pub(super) fn subset(listing: &Listing, names: &[String]) -> Listing {
+    let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
+    let mut subset = listing.clone();
+    subset
+        .tests
+        .retain(|test| wanted.contains(test.name.as_str()));
+    subset
+}
+
+#[cfg(test)]
+mod tests {
+    use capped_test::protocol::ListedTest;
+
+    use super::*;
+
+    fn listing(names: &[&str]) -> Listing {
+        Listing {
+            tests: names
+                .iter()
+                .map(|name| ListedTest {
+                    name: name.to_string(),
+                    groups: Vec::new(),
+                    threads: 1,
+                    mem: None,
+                    timeout_ms: None,
+                    ignored: false,
+                })
+                .collect(),
+            ..Listing::default()
+        }
+    }
+
+    #[test]
+    fn partitions_and_subsets_of_a_listing() {
+        let all = listing(&["a", "b", "c", "d", "e", "f"]);
+        let binary = BinaryId {
+            package: "p".into(),
+            target: "t".into(),
+            kind: "test".into(),
+        };
+        let mut kept_names = Vec::new();
+        for index in 1..=3 {
+            let partition = Partition { index, count: 3 };
+            let (kept, left) = partition_listing(&all, &binary, &partition);
+            assert_eq!(kept.tests.len() + left, 6);
+            kept_names.extend(kept.tests.into_iter().map(|t| t.name));
+        }
+        kept_names.sort();
+        assert_eq!(kept_names, ["a", "b", "c", "d", "e", "f"]);
+        let some = subset(&all, &["c".to_string(), "a".to_string(), "zz".to_string()]);
+        let names: Vec<&str> = some.tests.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"], "listing order, unknown names dropped");
+    }
+}
