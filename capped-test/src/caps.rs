@@ -338,7 +338,8 @@ impl Caps {
     pub fn events_path(&self) -> Option<&Path> {
         self.events.as_deref()
     }
-    /// Width slots the runner holds for this whole process (0: tests take their own).
+    /// Width slots the runner holds for this whole process, which its tests share (0: tests
+    /// take their own from the run).
     pub fn width_held(&self) -> u32 {
         self.width_held
     }

@@ -82,7 +82,7 @@ fn list_names_every_test_with_its_binary_and_groups() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    assert_eq!(lines.len(), 20, "{lines:#?}");
+    assert_eq!(lines.len(), 21, "{lines:#?}");
     let crossval = lines
         .iter()
         .find(|l| l["name"] == "xa_1")

@@ -46,7 +46,7 @@ fn t2_holds_the_width_and_every_group_and_counts_like_cargo_test() {
     let intervals = read_intervals(&scratch.record_file());
     assert_eq!(
         intervals.len(),
-        18,
+        19,
         "every test that runs recorded once: {intervals:#?}"
     );
     assert!(
@@ -90,7 +90,7 @@ fn t2_holds_the_width_and_every_group_and_counts_like_cargo_test() {
     assert_eq!(
         expected,
         Counts::from([
-            ("passed".into(), 18),
+            ("passed".into(), 19),
             ("failed".into(), 1),
             ("ignored".into(), 1)
         ])
@@ -102,7 +102,7 @@ fn t2_holds_the_width_and_every_group_and_counts_like_cargo_test() {
     let elements = xml_elements(&junit).unwrap_or_else(|e| panic!("{e}:\n{junit}"));
     assert_eq!(
         elements.iter().filter(|e| *e == "testcase").count(),
-        20,
+        21,
         "{junit}"
     );
     assert_eq!(
@@ -111,6 +111,34 @@ fn t2_holds_the_width_and_every_group_and_counts_like_cargo_test() {
         "{junit}"
     );
     assert!(junit.contains("name=\"fails_when_asked\""), "{junit}");
+}
+
+#[test]
+fn serial_runs_alone_in_a_libtest_binary_given_several_width_slots() {
+    // The attribute binary alone at width 3: the runner holds 3 slots for it and runs it
+    // with `--test-threads 3`; `#[capped(serial)]` must still keep its other tests out.
+    let scratch = RunScratch::new();
+    let mut command = capped_in(FIXTURE);
+    command.args(["t2", "-p", "light", "--test", "attr", "--test-threads", "3"]);
+    scratch.apply(&mut command);
+    let output = command.output().unwrap();
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    let intervals = read_intervals(&scratch.record_file());
+    assert_eq!(intervals.len(), 6, "{intervals:#?}");
+    let serial = of_kind(&intervals, "serial");
+    assert_eq!(serial.len(), 1, "{intervals:#?}");
+    let serial = &serial[0];
+    for other in intervals.iter().filter(|i| i.name != serial.name) {
+        assert!(
+            other.end <= serial.start || other.start >= serial.end,
+            "{} overlapped the serial test: {intervals:#?}",
+            other.name
+        );
+    }
+    assert!(
+        max_overlap(&intervals) >= 2,
+        "the binary did get more than one slot: {intervals:#?}"
+    );
 }
 
 #[test]
@@ -156,7 +184,7 @@ fn t1_deterministic_repeats_order_and_seeds_and_seed_changes_them() {
     let first_intervals = read_intervals(&first.record_file());
     assert_eq!(max_overlap(&first_intervals), 1, "{first_intervals:#?}");
     let order = start_order(&first_intervals);
-    assert_eq!(order.len(), 18);
+    assert_eq!(order.len(), 19);
     assert_eq!(order, start_order(&read_intervals(&second.record_file())));
     assert_eq!(order, start_order(&read_intervals(&other.record_file())));
     // Binaries run in sorted order: heavy's before light's.

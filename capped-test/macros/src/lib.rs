@@ -61,6 +61,13 @@ use proc_macro::TokenStream;
 /// * Durations are a number with a unit, or several: `500ms`, `30s`, `2m`, `1h`, `1m30s`;
 ///   a bare number is seconds.
 /// * `serial` with `threads` is an error (a serial test already holds the whole width).
+/// * Where the width is: in harness mode and under plain `cargo test` the width slots are
+///   the run's (or the workspace's), shared with every capped test there. Under
+///   `cargo capped`, a libtest binary runs while the runner holds `k` of the run's slots for
+///   it (`--test-threads k`): its `#[capped]` tests share those `k`, so `serial` runs
+///   alone within its binary while other binaries may use the rest of the width; harness
+///   mode is what makes a `serial` test alone in the whole run. Plain `#[test]`s take no
+///   slots and are not kept apart by any of this.
 ///
 /// ```ignore
 /// use capped_test::capped;

@@ -132,20 +132,26 @@ impl Request {
     pub fn resolve(&self, caps: &Caps) -> Result<Resolved, Error> {
         let mut wants = Vec::new();
         let mut names = Vec::new();
-        let width = if self.all_width {
-            caps.test_threads()
-        } else {
-            self.width.min(caps.test_threads())
+        // Under `cargo capped`, a libtest binary runs while the runner holds `width_held`
+        // of the run's slots for the whole process: its tests share those, so `serial` and
+        // `threads = N` still keep the binary's own tests apart.
+        let (width_scope, capacity) = match caps.width_held() {
+            0 => (Scope::Run, caps.test_threads()),
+            held => (Scope::Process, held),
         };
-        let width = if caps.width_held() > 0 { 0 } else { width };
+        let width = if self.all_width {
+            capacity
+        } else {
+            self.width.min(capacity)
+        };
         if width > 0 {
-            let dir = scope_dir(caps, Scope::Run)?;
+            let dir = scope_dir(caps, width_scope)?;
             wants.push(Want {
                 key: ResourceKey {
                     dir,
                     name: WIDTH_DIR.to_string(),
                 },
-                capacity: caps.test_threads(),
+                capacity,
                 count: width,
             });
             names.push(WIDTH.to_string());
