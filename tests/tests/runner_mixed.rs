@@ -65,6 +65,31 @@ fn t2_holds_the_width_and_every_group_and_counts_like_cargo_test() {
         "{intervals:#?}"
     );
 
+    // Every `#[capped]` test reports its duration (from its end event, which the harness
+    // and the attribute write before libtest or the harness prints the result line).
+    let finished: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "test-finished")
+        .collect();
+    let capped_targets = ["harnessed", "attr"];
+    let capped: Vec<&serde_json::Value> = finished
+        .iter()
+        .filter(|e| {
+            capped_targets.contains(&e["binary"]["target"].as_str().unwrap_or(""))
+                && e["status"] == "passed"
+        })
+        .collect();
+    assert_eq!(capped.len(), 11, "{finished:#?}");
+    let without: Vec<&&serde_json::Value> = capped
+        .iter()
+        .filter(|e| !e["duration_ms"].is_number())
+        .collect();
+    assert!(
+        without.is_empty(),
+        "capped tests without a duration: {without:#?}"
+    );
+
     // Rayon pools and cargo's variables as the plain tests saw them.
     let rayon = records(&scratch.record_file(), "rayon");
     assert_eq!(rayon, [["rayon", "light::rayon_pool", "2"]]);

@@ -310,7 +310,6 @@ pub(crate) fn run(
                 format_duration(TIMEOUT_GRACE)
             );
             let text = failure_text(&test.name, &body, test.reg, caps);
-            report.test_end(&test.name, &Shown::Failed(Some(note.clone())), Some(&text));
             emit_end(
                 caps,
                 &test.name,
@@ -318,6 +317,7 @@ pub(crate) fn run(
                 now - state.started,
                 Some(body),
             );
+            report.test_end(&test.name, &Shown::Failed(Some(note.clone())), Some(&text));
             failures.push((test.name.clone(), text));
             counts.failed += 1;
             timed_out.push(test.name.clone());
@@ -358,17 +358,17 @@ pub(crate) fn run(
             format_duration(TIMEOUT_GRACE)
         );
         let text = failure_text(&test.name, &body, test.reg, caps);
-        report.test_end(
-            &test.name,
-            &Shown::Failed(Some("did not finish".into())),
-            Some(&text),
-        );
         emit_end(
             caps,
             &test.name,
             Outcome::Failed,
             state.started.elapsed(),
             Some(body),
+        );
+        report.test_end(
+            &test.name,
+            &Shown::Failed(Some("did not finish".into())),
+            Some(&text),
         );
         failures.push((test.name.clone(), text));
         counts.failed += 1;
@@ -483,6 +483,9 @@ fn finish(
 ) {
     let spec = test.reg.spec;
     let (outcome, message) = judge(spec, &result.as_ref().map_err(|(m, _)| m.clone()).cloned());
+    // The end event before the result line: a runner reading both (`cargo capped`) has the
+    // test's duration by the time it sees the line.
+    emit_end(caps, &test.name, outcome, took, message.clone());
     match outcome {
         Outcome::Passed => {
             counts.passed += 1;
@@ -507,7 +510,6 @@ fn finish(
             failures.push((test.name.clone(), text));
         }
     }
-    emit_end(caps, &test.name, outcome, took, message);
 }
 
 /// Reports a test that failed before its body ran.
@@ -519,7 +521,6 @@ fn fail_unstarted(
     failures: &mut Vec<(String, String)>,
 ) {
     let text = failure_text(&test.name, &format!("capped: {message}"), test.reg, caps);
-    report.test_end(&test.name, &Shown::Failed(None), Some(&text));
     emit_end(
         caps,
         &test.name,
@@ -527,5 +528,6 @@ fn fail_unstarted(
         Duration::ZERO,
         Some(message.to_string()),
     );
+    report.test_end(&test.name, &Shown::Failed(None), Some(&text));
     failures.push((test.name.clone(), text));
 }
