@@ -167,6 +167,40 @@ fn serial_runs_alone_in_a_libtest_binary_given_several_width_slots() {
 }
 
 #[test]
+fn a_binary_that_starts_narrow_runs_its_other_tests_in_a_second_process() {
+    // crossval_a (claimed, first in order) takes one of the two slots; the attribute binary
+    // starts next with the other one. Kept at one thread it would leave a slot idle once
+    // crossval_a ends, so it keeps half of its tests and the rest run in a process of their
+    // own. `split-binaries = false` (profile `whole`) keeps it in one process.
+    let run = |args: &[&str]| {
+        let scratch = RunScratch::new();
+        let mut command = capped_in(FIXTURE);
+        command.args(args);
+        scratch.apply(&mut command);
+        let output = command.output().unwrap();
+        assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+        let intervals = read_intervals(&scratch.record_file());
+        assert_eq!(intervals.len(), 19, "each test once: {intervals:#?}");
+        assert!(max_overlap(&intervals) <= 2, "{intervals:#?}");
+        assert_eq!(max_overlap(of_kind(&intervals, "gpu")), 1, "{intervals:#?}");
+        let attr_pids: std::collections::BTreeSet<u32> = intervals
+            .iter()
+            .filter(|i| i.name.starts_with("attr::"))
+            .map(|i| i.pid)
+            .collect();
+        (attr_pids.len(), output)
+    };
+    let (processes, output) = run(&["t2", "-v"]);
+    assert!(
+        processes >= 2,
+        "the attribute binary ran in {processes} process(es): {}",
+        describe(&output)
+    );
+    let (processes, output) = run(&["run", "--profile", "whole", "-v"]);
+    assert_eq!(processes, 1, "{}", describe(&output));
+}
+
+#[test]
 fn cli_caps_reach_plain_tests_and_the_width_grows() {
     let scratch = RunScratch::new();
     let mut command = capped_in(FIXTURE);

@@ -43,11 +43,13 @@ fn signal(pid: u32, signal: rustix::process::Signal) {
 fn a_sigkilled_runner_leaves_no_test_binary_and_the_next_run_completes() {
     let scratch = RunScratch::new();
     // On every test binary's command line (a `--skip` no test matches): finds this run's
-    // processes among those of concurrent e2e tests that run the same binaries.
+    // processes among those of concurrent e2e tests that run the same binaries. Profile
+    // `whole` is t2 without splitting binaries: a split-off part is run by `--exact` names,
+    // without the run's `--skip`, so it would not carry the marker.
     let marker = format!("capped-orphan-marker-{}", std::process::id());
     let stderr = std::fs::File::create(scratch.path("first.stderr")).unwrap();
     let mut command = capped_in(FIXTURE);
-    command.arg("t2");
+    command.args(["run", "--profile", "whole"]);
     scratch
         .apply(&mut command)
         .args(["--", "--skip", &marker])

@@ -36,6 +36,9 @@ pub struct Profile {
     pub mem_limit: Option<u64>,
     /// `mem-budget`: bytes that `mem = ".."` reservations share host-wide.
     pub mem_budget: Option<u64>,
+    /// `split-binaries`: whether `cargo capped` may run a libtest binary that starts
+    /// narrower than it could run as more than one process (default true).
+    pub split_binaries: Option<bool>,
     /// `[profile.NAME.env]`: extra environment for the tests.
     pub env: BTreeMap<String, String>,
 }
@@ -57,7 +60,8 @@ impl Profile {
             timeout,
             test_timeout,
             mem_limit,
-            mem_budget
+            mem_budget,
+            split_binaries
         );
         self.env.extend(other.env);
     }
@@ -95,6 +99,7 @@ pub(super) struct ProfileDoc {
     test_timeout: Option<Spanned<String>>,
     mem_limit: Option<Spanned<String>>,
     mem_budget: Option<Spanned<String>>,
+    split_binaries: Option<bool>,
     #[serde(default)]
     env: BTreeMap<String, String>,
 }
@@ -129,6 +134,7 @@ impl ProfileDoc {
                 "mem-budget",
                 units::parse_size,
             )?,
+            split_binaries: self.split_binaries,
             env: self.env,
         })
     }

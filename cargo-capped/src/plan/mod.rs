@@ -85,6 +85,9 @@ pub struct Plan {
     pub profile_env: BTreeMap<String, String>,
     /// Stop starting binaries after the first failure.
     pub fail_fast: bool,
+    /// Whether a libtest binary that starts narrower than it could run may run as more than
+    /// one process (`split-binaries`; never in deterministic mode).
+    pub split_binaries: bool,
     /// Cargo's flags for the build.
     pub cargo: CargoArgs,
     /// The test-name filter.
@@ -217,6 +220,7 @@ impl Plan {
             lock_dir,
             profile_env: profile.env.clone(),
             fail_fast: options.fail_fast,
+            split_binaries: !deterministic && profile.split_binaries.unwrap_or(true),
             cargo: input.cargo,
             filter: input.filter,
             test_args: input.test_args,
@@ -410,6 +414,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!((det.width, det.seed), (1, 42));
+        assert!(
+            !det.split_binaries,
+            "deterministic runs never split a binary"
+        );
+        let t2 = plan("", "t2", RunOptions::default()).unwrap();
+        assert!(t2.split_binaries, "on by default");
+        let whole = plan(
+            "[profile.t2]\nsplit-binaries = false\n",
+            "t2",
+            RunOptions::default(),
+        )
+        .unwrap();
+        assert!(!whole.split_binaries);
     }
 
     #[test]

@@ -66,10 +66,17 @@ impl Junit {
                 stray_output,
                 ..
             } => {
+                // A binary may run as several processes (a split, a partition's chunks,
+                // an EMFILE rerun): one suite, their times added, every problem kept.
                 let suite = self.suite(binary);
-                suite.duration = Some(*duration);
-                suite.stray_output = stray_output.clone();
-                suite.problem = match (killed_because, signal, exit_code) {
+                suite.duration = Some(suite.duration.unwrap_or_default() + *duration);
+                if !stray_output.is_empty() {
+                    if !suite.stray_output.is_empty() {
+                        suite.stray_output.push('\n');
+                    }
+                    suite.stray_output.push_str(stray_output);
+                }
+                let problem = match (killed_because, signal, exit_code) {
                     (Some(why), _, _) => Some(format!("killed: {why}")),
                     (None, Some(signal), _) => {
                         Some(format!("crashed: {}", describe_signal(*signal)))
@@ -78,6 +85,10 @@ impl Junit {
                         Some(format!("exited with code {code}"))
                     }
                     _ => None,
+                };
+                suite.problem = match (suite.problem.take(), problem) {
+                    (Some(first), Some(then)) => Some(format!("{first}; {then}")),
+                    (first, then) => first.or(then),
                 };
             }
             RunEvent::RunFinished(summary) => self.duration = Some(summary.duration),

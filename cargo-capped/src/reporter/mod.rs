@@ -21,7 +21,7 @@ pub mod json;
 pub mod junit;
 pub mod style;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -128,7 +128,8 @@ pub struct Reporter {
     junit: Option<(PathBuf, Junit)>,
     junit_written: bool,
     progress: Option<ProgressBar>,
-    running: BTreeSet<String>,
+    /// Binaries running now, each with how many of its processes run.
+    running: BTreeMap<String, usize>,
     error: Option<io::Error>,
 }
 
@@ -199,7 +200,7 @@ impl Reporter {
             junit: options.junit.map(|path| (path, Junit::default())),
             junit_written: false,
             progress,
-            running: BTreeSet::new(),
+            running: BTreeMap::new(),
             error: None,
         }
     }
@@ -272,10 +273,16 @@ impl Reporter {
         match event {
             RunEvent::RunStarted { tests, .. } => bar.set_length(*tests as u64),
             RunEvent::BinaryStarted { binary, .. } => {
-                self.running.insert(binary.to_string());
+                *self.running.entry(binary.to_string()).or_default() += 1;
             }
             RunEvent::BinaryFinished { binary, .. } => {
-                self.running.remove(&binary.to_string());
+                let name = binary.to_string();
+                if let Some(count) = self.running.get_mut(&name) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.running.remove(&name);
+                    }
+                }
             }
             RunEvent::TestFinished(_) => bar.inc(1),
             _ => return,
@@ -284,7 +291,7 @@ impl Reporter {
             event,
             RunEvent::BinaryStarted { .. } | RunEvent::BinaryFinished { .. }
         ) {
-            let names: Vec<&str> = self.running.iter().map(String::as_str).take(3).collect();
+            let names: Vec<&str> = self.running.keys().map(String::as_str).take(3).collect();
             let more = self.running.len().saturating_sub(names.len());
             let mut message = names.join(", ");
             if more > 0 {

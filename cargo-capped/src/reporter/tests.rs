@@ -588,6 +588,48 @@ fn junit_is_written_by_finish_when_the_run_did_not_finish() {
 }
 
 #[test]
+fn junit_has_one_suite_for_a_binary_run_as_two_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junit.xml");
+    let options = ReporterOptions {
+        junit: Some(path.clone()),
+        ..ReporterOptions::default()
+    };
+    let part = |pid: u32, name: &str, ms: u64, stray: &str| {
+        vec![
+            RunEvent::BinaryStarted {
+                binary: integration(),
+                pid,
+                width_slots: 1,
+                groups: Vec::new(),
+            },
+            result(integration(), name, TestStatus::Passed, Some(ms), ""),
+            RunEvent::BinaryFinished {
+                binary: integration(),
+                exit_code: Some(0),
+                signal: None,
+                killed_because: None,
+                duration: Duration::from_millis(ms),
+                peak_rss: None,
+                stray_output: stray.into(),
+            },
+        ]
+    };
+    let mut events = part(1, "tests::first", 100, "from the first");
+    events.extend(part(2, "tests::second", 50, "from the second"));
+    report(options, &events);
+    let report = Report::deserialize_from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(report.test_suites.len(), 1);
+    let suite = &report.test_suites[0];
+    assert_eq!(suite.test_cases.len(), 2);
+    assert_eq!(suite.time, Some(Duration::from_millis(150)));
+    assert_eq!(
+        suite.system_err.as_ref().unwrap().as_str(),
+        "from the first\nfrom the second"
+    );
+}
+
+#[test]
 fn junit_write_errors_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");

@@ -42,6 +42,8 @@ pub(super) struct Unit {
     pub(super) selection: Option<Vec<String>>,
     /// An EMFILE rerun: its results are final.
     pub(super) rerun: bool,
+    /// How many times its tests were split from their binary's (see [`super::split`]).
+    pub(super) splits: u8,
     /// Failed tests whose output says "Too many open files", held back until the binary is
     /// done (they may be rerun, and then only the second result counts).
     pub(super) deferred: Vec<TestResult>,
@@ -69,6 +71,7 @@ impl Unit {
             state: State::Pending,
             selection,
             rerun: false,
+            splits: 0,
             deferred: Vec::new(),
         }
     }

@@ -131,6 +131,9 @@ impl Runner<'_> {
                 self.measurements
                     .add_wait(capped_test::resource::WIDTH, self.loop_started.elapsed());
             }
+            if !harness {
+                self.split_if_narrow(index, k);
+            }
             self.spawn(index, k, guard)?;
             used += if harness {
                 let Some(running) = self.units[index].running() else {

@@ -17,6 +17,7 @@
 //! | [`launch`] | which pending unit starts next with how many width slots, and its spawn |
 //! | [`child`] | a test binary's process: process group, death with the runner, reader and exit-waiter threads, SIGTERM → grace → SIGKILL, reaping |
 //! | [`outcome`] | a finished binary's results and measurements, slots released; tests never run |
+//! | [`split`] | a plain binary that starts narrower than it could run keeps its share of its tests; the rest wait as a unit of their own |
 //! | [`emfile`] | held-back "Too many open files" failures and their rerun at a lower width |
 //! | [`events_tail`] | reading a binary's events file incrementally |
 //! | [`hooks`] | [`RunHooks`], the host-safety seam ([`host_safety`] in a real run) |
@@ -71,6 +72,7 @@ pub mod run_dir;
 mod runner;
 pub mod schedule;
 pub mod signals;
+mod split;
 pub mod summary;
 mod units;
 

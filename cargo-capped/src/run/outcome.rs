@@ -97,7 +97,12 @@ impl Runner<'_> {
         }
         self.measurements.add_events(tail.events(), harness, end_us);
         if let Some(peak) = memory.peak_rss {
-            self.peaks.push((binary.to_string(), peak));
+            // One entry per binary, also when it ran as several processes: the highest.
+            let name = binary.to_string();
+            match self.peaks.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, highest)) => *highest = (*highest).max(peak),
+                None => self.peaks.push((name, peak)),
+            }
         }
         let running_tests: Vec<String> = parsed
             .all

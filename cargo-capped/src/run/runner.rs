@@ -79,7 +79,7 @@ pub(super) struct Runner<'a> {
     pub(super) emfile: EmfileAdapter,
     /// A binary ended since the width was last decided.
     pub(super) width_check_due: bool,
-    /// Peak RSS per binary, in the order they finished.
+    /// Peak RSS per binary (the highest of its processes), in the order they first finished.
     pub(super) peaks: Vec<(String, u64)>,
 }
 

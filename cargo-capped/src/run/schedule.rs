@@ -25,6 +25,11 @@
 //!   slots)` (at least 1), trying smaller `k` when harness tests hold some slots.
 //!   A binary whose group is busy is passed over, not waited on, so other binaries fill the
 //!   width meanwhile.
+//! * Splitting: libtest's thread count is fixed when the process starts, so a plain binary
+//!   that starts with fewer slots than it could use (`k` < `min(runnable, width)`, the
+//!   others busy) would stay that narrow after they free. It keeps only its share of its
+//!   tests ([`split_share`]) and the rest wait, in its place in the order, as a unit of
+//!   their own that takes the slots that free up (see [`super::split`]).
 //! * Memory: a harness binary's tests that reserve memory (`mem = ".."`) count towards its
 //!   demand only as many as fit the run's memory budget side by side.
 //! * Selections: when the runner picks tests by name itself (`--partition`, an EMFILE rerun)
@@ -82,6 +87,17 @@ pub fn order(keys: &[OrderKey<'_>], mode: OrderMode) -> Vec<usize> {
 /// at least one.
 pub fn plain_width(runnable: usize, idle: u32) -> u32 {
     (runnable.min(idle as usize) as u32).max(1)
+}
+
+/// How many of its `runnable` tests a plain binary starting with `k` width slots keeps when
+/// it could use `wanted` (`min(runnable, width)`): its share `ceil(runnable * k / wanted)`,
+/// or `None` when it keeps them all (it got what it wanted, or has a single test).
+pub fn split_share(runnable: usize, k: u32, wanted: u32) -> Option<usize> {
+    if k == 0 || k >= wanted || runnable < 2 {
+        return None;
+    }
+    let keep = (runnable * k as usize).div_ceil(wanted as usize);
+    (keep < runnable).then_some(keep)
 }
 
 /// Whether the libtest arguments make ignored tests run (`--ignored`, `--include-ignored`).
@@ -276,6 +292,21 @@ mod tests {
         assert_eq!(plain_width(1, 2), 1);
         assert_eq!(plain_width(0, 2), 1);
         assert_eq!(plain_width(5, 1), 1);
+    }
+
+    #[test]
+    fn a_narrow_start_keeps_its_share() {
+        // Width 2, one slot free: half of the tests, rounded up.
+        assert_eq!(split_share(20, 1, 2), Some(10));
+        assert_eq!(split_share(3, 1, 2), Some(2));
+        assert_eq!(split_share(2, 1, 2), Some(1));
+        // Width 4, a binary of 3 tests that got 1 slot: one test now, two wait.
+        assert_eq!(split_share(3, 1, 3), Some(1));
+        assert_eq!(split_share(9, 3, 4), Some(7));
+        // Got what it wanted, a single test, nothing held: no split.
+        assert_eq!(split_share(20, 2, 2), None);
+        assert_eq!(split_share(1, 1, 1), None);
+        assert_eq!(split_share(10, 0, 2), None);
     }
 
     #[test]
