@@ -25,7 +25,7 @@ use super::events_tail::EventsTail;
 use super::runner::Runner;
 use super::schedule;
 use crate::errors::Result;
-use crate::events::{RunEvent, TestResult, TestStatus};
+use crate::events::{RunEvent, TestStatus};
 use crate::libtest::OutputParser;
 
 impl Runner<'_> {
@@ -149,55 +149,16 @@ impl Runner<'_> {
 
     /// A binary whose tests are all ignored: report them without running it.
     fn skip_without_running(&mut self, index: usize) {
-        self.units[index].state = State::Done;
-        let binary = self.units[index].binary.id.clone();
-        let tests: Vec<String> = self.units[index]
-            .listing
-            .tests
-            .iter()
-            .map(|t| t.name.clone())
-            .collect();
-        for name in tests {
-            self.finish_test(TestResult {
-                binary: binary.clone(),
-                name,
-                status: TestStatus::Ignored,
-                duration: None,
-                output: String::new(),
-            });
-        }
+        self.finish_unstarted(index, |_| TestStatus::Ignored);
     }
 
     fn fail_without_running(&mut self, index: usize, message: String) {
-        self.units[index].state = State::Done;
-        let binary = self.units[index].binary.id.clone();
-        let tests: Vec<String> = self.units[index]
-            .listing
-            .tests
-            .iter()
-            .map(|t| t.name.clone())
-            .collect();
-        for name in tests {
-            self.finish_test(TestResult {
-                binary: binary.clone(),
-                name,
-                status: TestStatus::NotRun {
-                    reason: message.clone(),
-                },
-                duration: None,
-                output: String::new(),
-            });
-        }
-        self.failed = true;
-        self.emit(RunEvent::BinaryFinished {
-            binary,
-            exit_code: None,
-            signal: None,
-            killed_because: None,
-            duration: Duration::ZERO,
-            peak_rss: None,
-            stray_output: message,
+        self.finish_unstarted(index, |_| TestStatus::NotRun {
+            reason: message.clone(),
         });
+        self.failed = true;
+        let binary = self.units[index].binary.id.clone();
+        self.emit_never_ran(binary, message);
     }
 
     /// The environment of one binary beyond the run's: its events file, the width it holds,

@@ -14,12 +14,12 @@
 
 use std::time::Duration;
 
-use capped_test::protocol::now_us;
+use capped_test::protocol::{ListedTest, now_us};
 
 use super::binary::{RunningBinary, State};
 use super::runner::Runner;
 use super::schedule;
-use crate::events::{RunEvent, TestResult, TestStatus};
+use crate::events::{BinaryId, RunEvent, TestResult, TestStatus};
 use crate::libtest::{BinaryEnd, KillReason};
 
 /// The name given to a binary that failed outside any test.
@@ -133,27 +133,53 @@ impl Runner<'_> {
             "--fail-fast stopped the run after a failure".to_string()
         };
         let pending: Vec<usize> = self.pending().collect();
+        let runs_ignored = schedule::runs_ignored(&self.plan.test_args);
         for index in pending {
-            self.units[index].state = State::Done;
-            let binary = self.units[index].binary.id.clone();
-            let tests = self.units[index].listing.tests.clone();
-            for test in tests {
-                let status = if test.ignored && !schedule::runs_ignored(&self.plan.test_args) {
+            self.finish_unstarted(index, |test| {
+                if test.ignored && !runs_ignored {
                     TestStatus::Ignored
                 } else {
                     TestStatus::NotRun {
                         reason: reason.clone(),
                     }
-                };
-                self.finish_test(TestResult {
-                    binary: binary.clone(),
-                    name: test.name,
-                    status,
-                    duration: None,
-                    output: String::new(),
-                });
-            }
+                }
+            });
         }
+    }
+
+    /// Marks unit `index` done without running it and reports each of its listed tests
+    /// with the status `status_of` gives it.
+    pub(super) fn finish_unstarted(
+        &mut self,
+        index: usize,
+        status_of: impl Fn(&ListedTest) -> TestStatus,
+    ) {
+        self.units[index].state = State::Done;
+        let binary = self.units[index].binary.id.clone();
+        let tests = std::mem::take(&mut self.units[index].listing.tests);
+        for test in &tests {
+            self.finish_test(TestResult {
+                binary: binary.clone(),
+                name: test.name.clone(),
+                status: status_of(test),
+                duration: None,
+                output: String::new(),
+            });
+        }
+        self.units[index].listing.tests = tests;
+    }
+
+    /// Reports the end of a binary that never ran, with why.
+    pub(super) fn emit_never_ran(&mut self, binary: BinaryId, why: String) {
+        self.emit(RunEvent::BinaryFinished {
+            binary,
+            exit_code: None,
+            signal: None,
+            killed_because: None,
+            duration: Duration::ZERO,
+            peak_rss: None,
+            stray_output: why,
+        });
     }
 }
 

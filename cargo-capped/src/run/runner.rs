@@ -112,15 +112,7 @@ impl Runner<'_> {
                 duration: None,
                 output: error.clone(),
             });
-            self.emit(RunEvent::BinaryFinished {
-                binary,
-                exit_code: None,
-                signal: None,
-                killed_because: None,
-                duration: Duration::ZERO,
-                peak_rss: None,
-                stray_output: error,
-            });
+            self.emit_never_ran(binary, error);
         }
     }
 
