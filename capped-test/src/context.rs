@@ -4,8 +4,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::caps::caps;
-use crate::seed::derive_seed;
+use capped_model::caps;
+use capped_model::derive_seed;
 
 /// What a running `#[capped]` test knows about itself.
 #[derive(Debug, Clone)]
@@ -81,8 +81,15 @@ pub fn slot_envs() -> Vec<(String, String)> {
             context
                 .slots
                 .iter()
-                .filter(|(name, ids)| name.as_str() != crate::resource::WIDTH && !ids.is_empty())
-                .map(|(name, ids)| (crate::protocol::env::slot_var(name), ids[0].to_string()))
+                .filter(|(name, ids)| {
+                    name.as_str() != capped_model::resource::WIDTH && !ids.is_empty()
+                })
+                .map(|(name, ids)| {
+                    (
+                        capped_model::protocol::env::slot_var(name),
+                        ids[0].to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()

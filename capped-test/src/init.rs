@@ -7,8 +7,8 @@
 
 use std::sync::Once;
 
-use crate::caps::{caps, try_caps};
-use crate::protocol::env;
+use capped_model::protocol::env;
+use capped_model::{caps, try_caps};
 
 #[ctor::ctor(unsafe)]
 fn capped_init_at_load() {

@@ -50,30 +50,21 @@
 // Lets `#[capped]` (which expands to `::capped_test::…` paths) be used inside this crate.
 extern crate self as capped_test;
 
-mod caps;
-pub mod config;
 mod context;
-mod error;
 mod harness;
 mod init;
-mod metrics;
-pub mod protocol;
-pub mod resource;
 mod run_test;
 mod runtime;
-mod seed;
 pub mod test_spec;
-pub mod units;
 
+pub use capped_model::{
+    Caps, DETERMINISTIC_SEED, Error, Guard, Percentiles, Request, ResourceMetrics, Scope,
+    SeedOrigin, caps, config, derive_seed, group, metrics, protocol, resource, try_caps, units,
+};
 pub use capped_test_macros::capped;
-pub use caps::{Caps, DETERMINISTIC_SEED, SeedOrigin, caps, try_caps};
 pub use context::{current_test, seed, seed_for, slot, slot_envs};
-pub use error::Error;
 pub use init::ensure_init;
-pub use metrics::{Percentiles, ResourceMetrics, metrics};
-pub use resource::{Guard, Request, Scope, group};
 pub use runtime::{LimiterStats, TaskLimiter, runtime};
-pub use seed::derive_seed;
 
 /// Items the `#[capped]` attribute and `main!()` expand to. Not a stable API.
 #[doc(hidden)]

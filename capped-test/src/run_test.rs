@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::caps::{Caps, SeedOrigin, caps};
 use crate::context::{TestContext, with_context};
 use crate::init::ensure_init;
-use crate::protocol::{Event, Outcome, now_us};
-use crate::resource::{Guard, Request};
-use crate::seed::derive_seed;
 use crate::test_spec::{ShouldPanic, TestReturn, TestSpec};
-use crate::units::format_duration;
+use capped_model::derive_seed;
+use capped_model::protocol::{Event, Outcome, now_us};
+use capped_model::resource::{Guard, Request};
+use capped_model::units::format_duration;
+use capped_model::{Caps, SeedOrigin, caps};
 
 /// The resources `spec` declares, as a request under `caps`.
 pub fn request_for(spec: &TestSpec) -> Request {
@@ -130,7 +130,7 @@ pub fn emit_start(caps: &Caps, name: &str, guard: &Guard) {
     let slots = guard.slots();
     let mut waits: BTreeMap<String, u64> = slots.keys().map(|k| (k.clone(), waited)).collect();
     if guard.mem().is_some() {
-        waits.insert(crate::resource::MEM.to_string(), waited);
+        waits.insert(capped_model::resource::MEM.to_string(), waited);
     }
     emit(
         caps,

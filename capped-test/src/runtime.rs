@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::caps::caps;
-use crate::metrics::Percentiles;
+use capped_model::Percentiles;
+use capped_model::caps;
 
 /// A tokio runtime sized by the caps: `async-threads` workers (current-thread in
 /// deterministic mode or when the cap is 1), with I/O and time enabled.

@@ -446,11 +446,11 @@ impl Color {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    capped_test::units::parse_duration(text)
+    capped_model::units::parse_duration(text)
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
-    match capped_test::units::parse_size(text)? {
+    match capped_model::units::parse_size(text)? {
         0 => Err(format!(
             "`{text}`: a memory limit must be more than 0 bytes"
         )),

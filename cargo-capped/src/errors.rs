@@ -70,19 +70,19 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<capped_test::config::ConfigError> for Error {
-    fn from(e: capped_test::config::ConfigError) -> Self {
+impl From<capped_model::config::ConfigError> for Error {
+    fn from(e: capped_model::config::ConfigError) -> Self {
         Error::Config(e.to_string())
     }
 }
 
-impl From<capped_test::Error> for Error {
-    fn from(e: capped_test::Error) -> Self {
+impl From<capped_model::Error> for Error {
+    fn from(e: capped_model::Error) -> Self {
         match e {
-            capped_test::Error::Config(e) => Error::Config(e.to_string()),
-            e @ (capped_test::Error::Env { .. }
-            | capped_test::Error::GroupName(_)
-            | capped_test::Error::LockDir { .. }) => Error::Config(e.to_string()),
+            capped_model::Error::Config(e) => Error::Config(e.to_string()),
+            e @ (capped_model::Error::Env { .. }
+            | capped_model::Error::GroupName(_)
+            | capped_model::Error::LockDir { .. }) => Error::Config(e.to_string()),
             e => Error::Internal(e.to_string()),
         }
     }

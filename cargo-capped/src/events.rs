@@ -175,7 +175,7 @@ pub struct GroupStats {
     /// Acquisitions.
     pub count: usize,
     /// Wait percentiles.
-    pub wait: capped_test::Percentiles,
+    pub wait: capped_model::Percentiles,
     /// The most holders at once seen.
     pub peak_holders: u32,
 }

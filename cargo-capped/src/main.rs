@@ -213,7 +213,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
                         if let Some(mem) = test.mem {
                             line.push_str(&format!(
                                 " [mem: {}]",
-                                capped_test::units::format_size(mem)
+                                capped_model::units::format_size(mem)
                             ));
                         }
                         if test.ignored {

@@ -1,7 +1,7 @@
 //! Parsing and checking the arguments of `#[capped(...)]`.
 //!
 //! Every value is checked here, at compile time, with the same parsers the runtime uses
-//! (`units.rs`), and every mistake becomes a `syn::Error` spanned on the offending argument
+//! (`capped_model::units`), and every mistake becomes a `syn::Error` spanned on the offending argument
 //! or value. All mistakes of one attribute are reported together.
 
 use std::time::Duration;
@@ -13,7 +13,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit, LitStr, Meta, MetaNameValue, Token};
 
-use crate::units;
+use capped_model::units;
 
 /// The checked arguments of one `#[capped(...)]`.
 #[derive(Default)]

@@ -24,13 +24,6 @@ mod args;
 mod attrs;
 mod expand;
 
-// The formatting helpers are for the runtime crate, and the file is linted and formatted
-// there (`rustfmt::skip` keeps rustfmt of this crate from following the `#[path]`).
-#[allow(dead_code, clippy::all)]
-#[rustfmt::skip]
-#[path = "../../src/units.rs"]
-mod units;
-
 use proc_macro::TokenStream;
 
 /// Makes a function a test that holds its resources while it runs.

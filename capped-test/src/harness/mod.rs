@@ -50,11 +50,11 @@ mod runner;
 mod scheduler;
 mod select;
 
-use crate::caps::{Caps, try_caps};
 use crate::init::ensure_init;
-use crate::protocol::{ListedTest, env};
 use crate::run_test::timeout_for;
 use crate::test_spec::Registration;
+use capped_model::protocol::{ListedTest, env};
+use capped_model::{Caps, try_caps};
 
 use args::{Args, Format};
 use select::Selected;

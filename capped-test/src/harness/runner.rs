@@ -7,16 +7,16 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use crate::caps::Caps;
-use crate::error::Error;
-use crate::protocol::Outcome;
-use crate::resource::{Guard, Resolved};
 use crate::run_test::{
     context_for, emit_end, emit_start, judge, panic_message, reproduce_line, request_for, run_body,
     timeout_for,
 };
 use crate::test_spec::{Registration, ShouldPanic};
-use crate::units::format_duration;
+use capped_model::Caps;
+use capped_model::Error;
+use capped_model::protocol::Outcome;
+use capped_model::resource::{Guard, Resolved};
+use capped_model::units::format_duration;
 
 use super::args::Args;
 use super::report::{Counts, Report, Shown};

@@ -1,7 +1,7 @@
 //! Which tests run, in which order: libtest's filtering rules and order, plus shuffling.
 
-use crate::seed::derive_seed;
 use crate::test_spec::{Registration, ShouldPanic};
+use capped_model::derive_seed;
 
 use super::args::{Args, RunIgnored};
 

@@ -10,7 +10,7 @@ const MAX_SHOWN: usize = 160;
 /// One holder of a slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Holder {
-    /// The record as `capped_test::resource::Resolved::holders` gives it.
+    /// The record as `capped_model::resource::Resolved::holders` gives it.
     pub record: String,
     /// The slot number, when the record names one.
     pub slot: u32,

@@ -49,9 +49,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use capped_test::protocol::{self, env};
-use capped_test::units::{check_group_name, format_duration, parse_duration};
-use capped_test::{Caps, Request};
+use capped_model::protocol::{self, env};
+use capped_model::units::{check_group_name, format_duration, parse_duration};
+use capped_model::{Caps, Request};
 use clap::Args;
 use signal_hook::iterator::Signals;
 
@@ -139,7 +139,7 @@ fn resolve_max(
             return Ok((limit.max, MaxSource::Env));
         }
     }
-    let config = capped_test::config::Config::discover(cwd).map_err(|e| e.to_string())?;
+    let config = capped_model::config::Config::discover(cwd).map_err(|e| e.to_string())?;
     match config.groups.get(&args.group) {
         Some(group) => Ok((group.max, MaxSource::Config)),
         None => Ok((1, MaxSource::Default)),
@@ -156,7 +156,7 @@ fn child_groups(inherited: Option<&str>, group: &str) -> String {
         group.to_string(),
         protocol::GroupLimit {
             max: 1,
-            scope: capped_test::Scope::Workspace,
+            scope: capped_model::Scope::Workspace,
         },
     );
     protocol::format_groups(groups.iter().map(|(name, limit)| (name.as_str(), *limit)))

@@ -5,7 +5,7 @@
 //! (`capped_test::main!()`) run with `CAPPED_LIST_RESOURCES=1` prints one JSON
 //! [`ListedTest`] per line instead, which carries each test's declared resources.
 
-use capped_test::protocol::ListedTest;
+use capped_model::protocol::ListedTest;
 
 /// The arguments that make a test binary list its tests in the form [`parse_list`] reads.
 /// Pass the run's filter arguments (`FILTER`, `--exact`, `--skip`, `--ignored`, …) too, so

@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use capped_test::protocol::{Event, ListedTest, Outcome};
+use capped_model::protocol::{Event, ListedTest, Outcome};
 
 use super::list::strip_kind;
 use super::{describe_signal, strip_ansi};
@@ -962,7 +962,7 @@ fn parse_result(text: &str) -> Option<(TestStatus, Option<String>)> {
         // The capped harness: `FAILED (timed out after 30.00s)`.
         if let Some(after) = note
             .strip_prefix("timed out after ")
-            .and_then(|d| capped_test::units::parse_duration(d).ok())
+            .and_then(|d| capped_model::units::parse_duration(d).ok())
         {
             return Some((TestStatus::TimedOut { after }, None));
         }
@@ -1136,7 +1136,7 @@ impl Fate {
             Fate::Timeout(after) if was_running => (TestStatus::TimedOut { after: *after }, None),
             Fate::Timeout(after) => not_run(format!(
                 "its binary was killed at its {} timeout before this test ran",
-                capped_test::units::format_duration(*after)
+                capped_model::units::format_duration(*after)
             )),
             Fate::Memory {
                 limit,
@@ -1152,10 +1152,10 @@ impl Fate {
             ),
             Fate::Memory { peak, limit, .. } => not_run(format!(
                 "its binary was killed for memory (peak {}{}) before this test ran",
-                capped_test::units::format_size(*peak),
+                capped_model::units::format_size(*peak),
                 limit.map_or(String::new(), |limit| format!(
                     ", cap {}",
-                    capped_test::units::format_size(limit)
+                    capped_model::units::format_size(limit)
                 ))
             )),
             Fate::Interrupted if was_running => {

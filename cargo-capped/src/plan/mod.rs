@@ -2,9 +2,9 @@
 //!
 //! The profile comes from the subcommand (`t2`, `t1`, `run --profile NAME`) and is looked
 //! up in `.config/capped.toml` at the workspace root merged over the built-in `t1`/`t2`
-//! ([`capped_test::config`]). Command-line options override the profile. The result is
+//! ([`capped_model::config`]). Command-line options override the profile. The result is
 //! one environment map ([`Plan::env_for_run`]) from which both the runner and every test
-//! process compute their [`capped_test::Caps`], so both sides agree.
+//! process compute their [`capped_model::Caps`], so both sides agree.
 //!
 //! Host safety (issue 5) is planned here too: the `[preflight]` thresholds that decide
 //! whether a busy host degrades the run ([`Plan::thresholds`], [`Plan::degrade`]), the memory
@@ -25,9 +25,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use capped_test::config::{Config, GroupConfig};
-use capped_test::protocol::{self, GroupLimit, env};
-use capped_test::{Caps, DETERMINISTIC_SEED};
+use capped_model::config::{Config, GroupConfig};
+use capped_model::protocol::{self, GroupLimit, env};
+use capped_model::{Caps, DETERMINISTIC_SEED};
 
 use crate::cli::{CargoArgs, OutputArgs, RunOptions};
 use crate::errors::{Error, Result};
@@ -129,7 +129,7 @@ impl Plan {
         let workspace = Workspace::discover(&input.cargo)?;
         let config_path = workspace
             .root
-            .join(capped_test::config::CONFIG_RELATIVE_PATH);
+            .join(capped_model::config::CONFIG_RELATIVE_PATH);
         let (config, thresholds) = if config_path.is_file() {
             load_config(&config_path)?
         } else {
@@ -155,7 +155,7 @@ impl Plan {
                 Some(path) => format!("the built-in t1/t2 and {}", path.display()),
                 None => format!(
                     "the built-in t1/t2 (no {} in {})",
-                    capped_test::config::CONFIG_RELATIVE_PATH,
+                    capped_model::config::CONFIG_RELATIVE_PATH,
                     workspace.root.display()
                 ),
             };
@@ -194,11 +194,11 @@ impl Plan {
             Some(dir) => std::env::current_dir()
                 .map_err(|e| Error::internal("cannot read the current directory", e))?
                 .join(dir),
-            None => capped_test::resource::lock_dir::default_host_lock_dir(&|var| {
+            None => capped_model::resource::lock_dir::default_host_lock_dir(&|var| {
                 std::env::var(var).ok()
             }),
         };
-        capped_test::resource::lock_dir::ensure_private_dir(&lock_dir)?;
+        capped_model::resource::lock_dir::ensure_private_dir(&lock_dir)?;
         Ok(Plan {
             workspace,
             profile: input.profile,

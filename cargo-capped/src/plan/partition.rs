@@ -60,7 +60,7 @@ impl Partition {
 
     /// The partition (1-based) a test belongs to among `count`.
     pub fn of(binary: &BinaryId, test: &str, count: u32) -> u32 {
-        let hash = capped_test::derive_seed(0, &Self::key(binary, test));
+        let hash = capped_model::derive_seed(0, &Self::key(binary, test));
         (hash % u64::from(count.max(1))) as u32 + 1
     }
 

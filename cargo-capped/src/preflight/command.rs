@@ -18,7 +18,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use capped_test::config::{Config, find_config_file};
+use capped_model::config::{Config, find_config_file};
 use clap::{Args, ValueEnum};
 
 use super::{Thresholds, collect};

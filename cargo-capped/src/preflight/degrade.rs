@@ -14,7 +14,7 @@
 //!
 //! `--no-degrade` is the caller not asking, or asking a [`Degrader::disabled`] one.
 
-use capped_test::units::format_size;
+use capped_model::units::format_size;
 
 use super::{Report, Thresholds, Value, keys};
 use crate::host::{HostRoot, PsiResource};

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use capped_test::units::format_size;
+use capped_model::units::format_size;
 use serde::{Serialize, Serializer};
 
 use crate::host::cgroup::{CgroupInfo, CgroupVersion};

@@ -14,7 +14,7 @@
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
-use capped_test::units::{SIZE_FORM, parse_size};
+use capped_model::units::{SIZE_FORM, parse_size};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -270,7 +270,7 @@ fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
 
 /// Serializes a size as `"2GiB"` when that is exact, else as a number of bytes.
 fn show_size<S: serde::Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-    let text = capped_test::units::format_size(*bytes).replace(' ', "");
+    let text = capped_model::units::format_size(*bytes).replace(' ', "");
     if parse_size(&text) == Ok(*bytes) {
         serializer.serialize_str(&text)
     } else {

@@ -26,7 +26,7 @@ use super::Verbosity;
 use super::style::{Painter, Style, bracketed_duration, millis, seconds};
 use crate::events::{BinaryId, RunEvent, RunSummary, TestResult, TestStatus};
 use crate::libtest::describe_signal;
-use capped_test::units::{format_duration, format_size};
+use capped_model::units::{format_duration, format_size};
 
 /// How many not-run tests the summary names one by one.
 const NOT_RUN_LISTED: usize = 20;

@@ -176,17 +176,17 @@ fn case_status(test: &TestResult) -> TestCaseStatus {
             "timeout",
             format!(
                 "timed out after {}",
-                capped_test::units::format_duration(*after)
+                capped_model::units::format_duration(*after)
             ),
         ),
         TestStatus::KilledForMemory { limit, peak, .. } => failure(
             "killed for memory",
             format!(
                 "killed for memory: peak {}{}",
-                capped_test::units::format_size(*peak),
+                capped_model::units::format_size(*peak),
                 limit.map_or(String::new(), |l| format!(
                     ", cap {}",
-                    capped_test::units::format_size(l)
+                    capped_model::units::format_size(l)
                 ))
             ),
         ),

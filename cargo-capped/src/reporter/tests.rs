@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use capped_test::Percentiles;
+use capped_model::Percentiles;
 use quick_junit::{NonSuccessKind, Report, TestCaseStatus};
 
 use super::*;

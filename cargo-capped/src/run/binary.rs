@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use capped_test::Guard;
+use capped_model::Guard;
 
 use super::child::ChildProcess;
 use super::events_tail::EventsTail;

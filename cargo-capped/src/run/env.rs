@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use capped_test::protocol::env;
+use capped_model::protocol::env;
 
 use crate::build::{TestBinary, cargo_program};
 

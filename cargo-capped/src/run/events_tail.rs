@@ -1,5 +1,5 @@
 //! A binary's events file, read incrementally: the start and end lines its `#[capped]` and
-//! harness tests append (`capped_test::protocol::Event`, one JSON object a line).
+//! harness tests append (`capped_model::protocol::Event`, one JSON object a line).
 //!
 //! Invariants: a line is taken only once it is complete (a torn last line waits for its
 //! newline), each line is taken once (the read offset only grows), and an unparsable line
@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
 
-use capped_test::protocol::Event;
+use capped_model::protocol::Event;
 
 /// Reads a binary's events file incrementally.
 pub struct EventsTail {
@@ -84,7 +84,7 @@ impl EventsTail {
             match &event {
                 Event::Start { test, slots, .. } => {
                     let width = slots
-                        .get(capped_test::resource::WIDTH)
+                        .get(capped_model::resource::WIDTH)
                         .map_or(0, |ids| ids.len() as u32);
                     self.started.insert(test.clone(), width);
                 }

@@ -196,7 +196,7 @@ impl HostSafety {
                     "warning: {e}; no memory cap{} and no peak RSS in this run",
                     plan.mem_limit.map_or(String::new(), |limit| format!(
                         " ({})",
-                        capped_test::units::format_size(limit)
+                        capped_model::units::format_size(limit)
                     ))
                 ));
                 None

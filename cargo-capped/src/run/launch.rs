@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use capped_test::protocol::{self, GroupLimit, ListedTest, env as vars, now_us};
-use capped_test::{Guard, Request, Scope};
+use capped_model::protocol::{self, GroupLimit, ListedTest, env as vars, now_us};
+use capped_model::{Guard, Request, Scope};
 
 use super::binary::{RunningBinary, State, Unit};
 use super::child::ChildProcess;
@@ -129,7 +129,7 @@ impl Runner<'_> {
             }
             if !harness {
                 self.measurements
-                    .add_wait(capped_test::resource::WIDTH, self.loop_started.elapsed());
+                    .add_wait(capped_model::resource::WIDTH, self.loop_started.elapsed());
             }
             if !harness {
                 self.split_if_narrow(index, k);

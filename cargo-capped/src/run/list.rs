@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use capped_test::protocol::env;
+use capped_model::protocol::env;
 
 use crate::build::TestBinary;
 use crate::libtest::{LIST_ARGS, Listing, mark_ignored, parse_list};

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use capped_test::protocol::{ListedTest, now_us};
+use capped_model::protocol::{ListedTest, now_us};
 
 use super::binary::{RunningBinary, State};
 use super::runner::Runner;
@@ -90,8 +90,12 @@ impl Runner<'_> {
                 ),
             });
         }
-        self.measurements
-            .add_binary(capped_test::resource::WIDTH, started_us, end_us, width_held);
+        self.measurements.add_binary(
+            capped_model::resource::WIDTH,
+            started_us,
+            end_us,
+            width_held,
+        );
         for group in &claimed {
             self.measurements.add_binary(group, started_us, end_us, 1);
         }
@@ -213,8 +217,8 @@ pub fn describe_kill(reason: &KillReason) -> String {
             by_watchdog: false,
         } => format!(
             "killed by the kernel at the cgroup's memory.max of {} (peak {})",
-            capped_test::units::format_size(*limit),
-            capped_test::units::format_size(*peak)
+            capped_model::units::format_size(*limit),
+            capped_model::units::format_size(*peak)
         ),
         KillReason::Memory {
             limit: None, peak, ..

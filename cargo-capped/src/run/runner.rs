@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use capped_test::Caps;
+use capped_model::Caps;
 
 use super::binary::{RunningBinary, State, Unit};
 use super::child::{GRACE, Wake};

@@ -39,7 +39,7 @@
 
 use std::collections::BTreeMap;
 
-use capped_test::protocol::ListedTest;
+use capped_model::protocol::ListedTest;
 
 use crate::events::BinaryId;
 

@@ -27,7 +27,7 @@
 
 use std::collections::HashSet;
 
-use capped_test::Scope;
+use capped_model::Scope;
 
 use super::binary::Unit;
 use super::runner::Runner;

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use capped_test::Percentiles;
-use capped_test::protocol::Event;
+use capped_model::Percentiles;
+use capped_model::protocol::Event;
 
 use crate::events::{GroupStats, RunSummary, TestResult};
 
@@ -56,7 +56,7 @@ impl Measurements {
                 } => {
                     open.insert((test.as_str(), *pid), (*at_us, slots));
                     for (resource, wait) in waits_us {
-                        if resource == capped_test::resource::WIDTH && !count_width {
+                        if resource == capped_model::resource::WIDTH && !count_width {
                             continue;
                         }
                         self.waits
@@ -81,7 +81,7 @@ impl Measurements {
 
     fn hold(&mut self, slots: &Slots, from: u64, to: u64, count_width: bool) {
         for (resource, ids) in slots {
-            if ids.is_empty() || (resource == capped_test::resource::WIDTH && !count_width) {
+            if ids.is_empty() || (resource == capped_model::resource::WIDTH && !count_width) {
                 continue;
             }
             self.holdings.push(Holding {
@@ -163,7 +163,7 @@ impl Measurements {
             duration,
             slowest: timed,
             groups,
-            peak_concurrency: self.peak(capped_test::resource::WIDTH),
+            peak_concurrency: self.peak(capped_model::resource::WIDTH),
             runner_peak_rss: runner_peak_rss(),
             binary_peak_rss: Vec::new(),
             junit_path: None,
@@ -193,7 +193,7 @@ pub fn runner_peak_rss() -> Option<u64> {
 mod tests {
     use super::*;
     use crate::events::{BinaryId, TestStatus};
-    use capped_test::protocol::Outcome;
+    use capped_model::protocol::Outcome;
 
     fn start(test: &str, at: u64, slots: &[(&str, &[u32])], wait: u64) -> Event {
         Event::Start {

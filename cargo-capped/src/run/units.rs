@@ -102,7 +102,7 @@ pub(super) fn subset(listing: &Listing, names: &[String]) -> Listing {
 
 #[cfg(test)]
 mod tests {
-    use capped_test::protocol::ListedTest;
+    use capped_model::protocol::ListedTest;
 
     use super::*;
 

@@ -51,7 +51,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use capped_test::units::format_size;
+use capped_model::units::format_size;
 
 use crate::host::HostRoot;
 use crate::host::process_tree::{Signal, TreeSample, TreeSampler, kill_process_group};

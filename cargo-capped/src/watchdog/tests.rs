@@ -283,7 +283,7 @@ fn allocating_2gib_under_a_300mib_cap_is_killed_soon_after_crossing() {
     if std::env::var_os(ALLOC_CHILD).is_some() {
         return; // the child runs only `allocating_child`
     }
-    let available = capped_test::resource::mem_available().unwrap_or(u64::MAX);
+    let available = capped_model::resource::mem_available().unwrap_or(u64::MAX);
     if available < 3 << 30 {
         eprintln!("skipping: only {} available", format_size(available));
         return;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use capped_test::protocol::{Event, ListedTest, Outcome};
+use capped_model::protocol::{Event, ListedTest, Outcome};
 
 use super::*;
 use crate::libtest::list::{mark_ignored, parse_list};

@@ -6,7 +6,7 @@
 //! naming `file:line:column` and what is accepted.
 //!
 //! ```
-//! use capped_test::config::Config;
+//! use capped_model::config::Config;
 //!
 //! let config = Config::parse(None, r#"
 //!     [profile.t2]

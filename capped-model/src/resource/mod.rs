@@ -9,7 +9,7 @@
 //! ```
 //! use std::time::Duration;
 //!
-//! let guard = capped_test::Request::new()
+//! let guard = capped_model::Request::new()
 //!     .group("doc-example")
 //!     .timeout(Duration::from_secs(30))
 //!     .acquire()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::ConfigError;
 use crate::units::format_duration;
 
-/// Everything that can go wrong in capped-test.
+/// Everything that can go wrong while resolving caps, reading config or taking resources.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {

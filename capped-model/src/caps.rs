@@ -283,7 +283,7 @@ impl Caps {
     pub fn blas_threads(&self) -> u32 {
         self.blas_threads
     }
-    /// Worker threads of [`crate::runtime()`].
+    /// Worker threads of `capped_test::runtime()`.
     pub fn async_threads(&self) -> u32 {
         self.async_threads
     }

@@ -2,9 +2,8 @@
 //! environment and the command line: byte sizes (`"2GiB"`), durations (`"30s"`) and group
 //! names (`gpu`).
 //!
-//! This file is compiled twice: as `capped_test::units` and, through `#[path]`, inside the
-//! proc-macro crate, so that `#[capped(mem = "2GiB")]` is checked at compile time by exactly
-//! the code that checks `--mem-limit 2GiB` at run time. It therefore depends on `std` only.
+//! The proc-macro crate uses these too, so that `#[capped(mem = "2GiB")]` is checked at
+//! compile time by exactly the code that checks `--mem-limit 2GiB` at run time.
 
 use std::time::Duration;
 
