@@ -1,0 +1,231 @@
+//! `cargo capped`: run a workspace's tests with capped width, serialized heavy groups and capped thread pools.
+//!
+//! Pipeline: [`plan`] (profile + config + command line → the run's caps) → [`build`]
+//! (`cargo test --no-run`) → [`run`] (each test binary in its own process group, scheduled
+//! under the run-wide width and groups, with the host-safety hooks of
+//! [`run::host_safety`]: degrade, memory watchdog, NOFILE, EMFILE) → report (a stream of
+//! [`events::RunEvent`]s). Besides: [`preflight`] (`cargo capped preflight`) and [`gate`]
+//! (`cargo capped gate`).
+
+pub mod adapt;
+mod bench;
+pub mod build;
+pub mod cli;
+pub mod errors;
+pub mod events;
+pub mod gate;
+pub mod host;
+pub mod libtest;
+pub mod plan;
+pub mod preflight;
+pub mod reporter;
+pub mod run;
+pub mod watchdog;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, ListArgs, MessageFormat, RunArgs};
+use errors::{EXIT_USAGE, Error, Result};
+use events::RunEvent;
+use plan::{Plan, PlanInput};
+
+/// Runs `cargo capped` with the process's arguments (`args[0]` is the program) and returns
+/// its exit status: 0 all passed, 100 a test failed, 101 the build failed, 2 bad usage.
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args = cli::normalize_args(args);
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if !matches!(e, Error::Build(_)) {
+                eprintln!("error: {e}");
+            }
+            e.exit_code()
+        }
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    // These handle their own signals (the gate forwards them to CMD).
+    match &cli.command {
+        Command::Gate(args) => return Ok(gate::run(args)),
+        Command::Preflight(args) => return Ok(preflight::command::run(args)),
+        Command::Bench(args) => return bench::run(args.what),
+        _ => {}
+    }
+    if let Err(e) = run::signals::install() {
+        return Err(Error::internal("cannot install signal handlers", e));
+    }
+    match cli.command {
+        Command::T2(args) => {
+            reject_misplaced_profile("t2", args.misplaced_profile)?;
+            run_tests("t2", args.run)
+        }
+        Command::T1(args) => {
+            reject_misplaced_profile("t1", args.misplaced_profile)?;
+            run_tests("t1", args.run)
+        }
+        Command::Run(args) => run_tests(&args.profile, args.run),
+        Command::List(args) => list_tests(args),
+        Command::Gate(_) | Command::Preflight(_) | Command::Bench(_) => {
+            unreachable!("dispatched above")
+        }
+    }
+}
+
+fn reject_misplaced_profile(command: &str, profile: Option<String>) -> Result<()> {
+    match profile {
+        None => Ok(()),
+        Some(name) => Err(Error::Usage(format!(
+            "`cargo capped {command}` already names the capped profile `{command}`; for cargo's build \
+             profile use `--cargo-profile {name}`, for another capped profile `cargo capped run --profile {name}`"
+        ))),
+    }
+}
+
+fn run_tests(profile: &str, args: RunArgs) -> Result<i32> {
+    let plan = Plan::new(PlanInput {
+        profile: profile.to_string(),
+        cargo: args.cargo,
+        options: args.options,
+        output: args.output,
+        filter: args.filter,
+        test_args: args.test_args,
+    })?;
+    run::env::prefetch_toolchain_libdir();
+    // Before the build: its load on the host counts as the run's own (see OwnLoad).
+    let mut hooks = run::host_safety::HostSafety::new(&plan);
+    let built = build::build(&plan, plan.output.color, plan.output.quiet)?;
+    let mut reporter = reporter::Reporter::new(reporter_options(&plan.output));
+    let summary = run::run(
+        &plan,
+        built.binaries,
+        &mut hooks,
+        &mut |event: &RunEvent| reporter.event(event),
+    );
+    let finished = reporter.finish();
+    let summary = summary?;
+    if let Err(e) = finished {
+        // A closed stdout (`| head`) must not turn a green run red, but say so.
+        eprintln!("warning: cannot write the report: {e}");
+    }
+    Ok(summary.exit_code)
+}
+
+/// The reporter's options from the command line.
+fn reporter_options(output: &cli::OutputArgs) -> reporter::ReporterOptions {
+    reporter::ReporterOptions {
+        format: match output.message_format {
+            MessageFormat::Human => reporter::ReportFormat::Human,
+            MessageFormat::Json => reporter::ReportFormat::Json,
+        },
+        color: match output.color {
+            cli::Color::Auto => reporter::ColorChoice::Auto,
+            cli::Color::Always => reporter::ColorChoice::Always,
+            cli::Color::Never => reporter::ColorChoice::Never,
+        },
+        verbosity: if output.quiet {
+            reporter::Verbosity::Quiet
+        } else if output.verbose > 0 {
+            reporter::Verbosity::Verbose
+        } else {
+            reporter::Verbosity::Normal
+        },
+        junit: output.junit.clone(),
+        is_terminal: false,
+    }
+    .detect_terminal()
+}
+
+fn list_tests(args: ListArgs) -> Result<i32> {
+    let plan = Plan::new(PlanInput {
+        profile: "t2".to_string(),
+        cargo: args.cargo,
+        filter: args.filter,
+        test_args: args.test_args,
+        ..PlanInput::default()
+    })?;
+    run::env::prefetch_toolchain_libdir();
+    let built = build::build(&plan, args.color, args.quiet)?;
+    let (env, _caps) = plan.env_for_run(None)?;
+    let binaries = built.binaries;
+    let listings = run::list::list_all(
+        &binaries,
+        run::list::ListArgs {
+            target_dir: &plan.workspace.target_dir,
+            env: &env,
+            filter: plan.filter.as_deref(),
+            test_args: &plan.test_args,
+        },
+    );
+    let mut failed = false;
+    for (binary, listing) in binaries.iter().zip(listings) {
+        let claimed = plan.groups_claiming(&binary.id.target);
+        match listing {
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {}: {e}", binary.id);
+            }
+            Ok(listing) => match args.message_format {
+                MessageFormat::Json => {
+                    for test in &listing.tests {
+                        let line = serde_json::json!({
+                            "binary": binary.id.to_string(),
+                            "package": binary.id.package,
+                            "target": binary.id.target,
+                            "kind": binary.id.kind,
+                            "name": test.name,
+                            "ignored": test.ignored,
+                            "harness": listing.harness,
+                            "groups": test.groups,
+                            "threads": test.threads,
+                            "mem": test.mem,
+                            "binary_groups": claimed,
+                        });
+                        println!("{line}");
+                    }
+                }
+                MessageFormat::Human => {
+                    let mut header = binary.id.to_string();
+                    if !claimed.is_empty() {
+                        header.push_str(&format!(" [binary holds: {}]", claimed.join(", ")));
+                    }
+                    if listing.harness {
+                        header.push_str(" (harness)");
+                    }
+                    println!("{header}:");
+                    for test in &listing.tests {
+                        let mut line = format!("    {}", test.name);
+                        if !test.groups.is_empty() {
+                            line.push_str(&format!(" [groups: {}]", test.groups.join(", ")));
+                        }
+                        if test.threads > 1 {
+                            line.push_str(&format!(" [threads: {}]", test.threads));
+                        }
+                        if let Some(mem) = test.mem {
+                            line.push_str(&format!(
+                                " [mem: {}]",
+                                capped_model::units::format_size(mem)
+                            ));
+                        }
+                        if test.ignored {
+                            line.push_str(" (ignored)");
+                        }
+                        println!("{line}");
+                    }
+                }
+            },
+        }
+    }
+    Ok(if failed { errors::EXIT_TEST_FAILED } else { 0 })
+}
