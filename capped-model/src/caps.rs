@@ -1,5 +1,10 @@
 //! [`Caps`]: the one source of truth for a process's caps, read once.
 //!
+//! The rules live in one place: [`Caps::resolve`] turns a profile, [`CapsOverrides`] and
+//! the config's groups into caps, and [`Caps::to_env`] writes them into a child's
+//! environment. The runner resolves its caps from its command line; a test process from
+//! the environment the runner wrote ([`Caps::from_sources`]).
+//!
 //! Under `cargo capped` every value comes from the `CAPPED_*` environment the runner sets.
 //! Under plain `cargo test` or `cargo nextest run` the same variables may be set by hand;
 //! whatever is unset comes from the workspace's `.config/capped.toml` (found upward from
@@ -34,7 +39,7 @@ pub enum SeedOrigin {
 }
 
 /// The caps of this process: widths, pool sizes, mode, seed, groups and lock dirs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caps {
     under_runner: bool,
     profile: Option<String>,
@@ -135,7 +140,195 @@ fn process_args() -> Vec<String> {
     }
 }
 
+/// The bound below which random run seeds are drawn: short enough to type back in a
+/// reproduction line.
+pub const RANDOM_SEED_BOUND: u64 = 1_000_000_000;
+
+/// What overrides a profile when caps are resolved, plus what a process is told about its
+/// run. Every field is optional: `None` (or `false`) leaves the decision to the profile,
+/// then to the defaults of [`Caps::resolve`].
+///
+/// The runner fills it from its command line; a test process from its environment and
+/// libtest arguments ([`CapsOverrides::from_env`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapsOverrides {
+    /// Whether the process runs under `cargo capped`.
+    pub under_runner: bool,
+    /// The profile's name, for reporting and for children.
+    pub profile: Option<String>,
+    /// The `cargo capped` invocation's id.
+    pub run_id: Option<String>,
+    /// The run's width.
+    pub test_threads: Option<u32>,
+    /// The global rayon pool's size.
+    pub rayon_threads: Option<u32>,
+    /// BLAS/OpenMP threads.
+    pub blas_threads: Option<u32>,
+    /// Worker threads of the capped async runtime.
+    pub async_threads: Option<u32>,
+    /// Deterministic mode.
+    pub deterministic: Option<bool>,
+    /// The run seed.
+    pub seed: Option<u64>,
+    /// Shuffle the order of tests with the run seed.
+    pub shuffle: Option<bool>,
+    /// The default per-test timeout.
+    pub test_timeout: Option<Duration>,
+    /// The memory budget for `mem = ".."` reservations, in bytes.
+    pub mem_budget: Option<u64>,
+    /// Group limits laid over the config's groups (a group named here wins).
+    pub groups: Option<BTreeMap<String, GroupLimit>>,
+    /// The host lock dir; `None` takes [`lock_dir::default_host_lock_dir`] of this
+    /// process's environment.
+    pub lock_dir: Option<PathBuf>,
+    /// The run's own dir.
+    pub run_dir: Option<PathBuf>,
+    /// The target dir of the workspace.
+    pub target_dir: Option<PathBuf>,
+    /// The events file.
+    pub events: Option<PathBuf>,
+    /// Width slots the runner holds for the whole process.
+    pub width_held: Option<u32>,
+}
+
+impl CapsOverrides {
+    /// Reads the overrides a test process gets: the `CAPPED_*` variables, then the
+    /// variables of the tools themselves (`RUST_TEST_THREADS`, `RAYON_NUM_THREADS`,
+    /// `OMP_NUM_THREADS`, `TOKIO_WORKER_THREADS`) and libtest's `--test-threads` in `args`.
+    /// A malformed value is an error naming the variable and the accepted form.
+    pub fn from_env(
+        get: &dyn Fn(&str) -> Option<String>,
+        args: &[String],
+    ) -> Result<CapsOverrides, Error> {
+        let deterministic = flag(get, env::DETERMINISTIC)?;
+        let test_threads = match count(get, env::TEST_THREADS)? {
+            Some(n) => Some(n),
+            None => {
+                let rust_test_threads = count(get, "RUST_TEST_THREADS")?;
+                test_threads_arg(args).or(rust_test_threads)
+            }
+        };
+        let rayon_threads = count(get, env::RAYON_THREADS)?.or(count(get, "RAYON_NUM_THREADS")?);
+        let blas_threads = count(get, env::BLAS_THREADS)?.or(count(get, "OMP_NUM_THREADS")?);
+        let async_threads = count(get, env::ASYNC_THREADS)?.or(count(get, "TOKIO_WORKER_THREADS")?);
+        let seed = parsed(get, env::SEED, |text| {
+            text.trim()
+                .parse::<u64>()
+                .map_err(|_| "a whole number from 0 to 18446744073709551615".to_string())
+        })?;
+        let groups = match get(env::GROUPS) {
+            None => None,
+            Some(text) => Some(protocol::parse_groups(&text).map_err(|message| {
+                env_error(
+                    env::GROUPS,
+                    &text,
+                    format!("{}; {message}", protocol::GROUPS_FORM),
+                )
+            })?),
+        };
+        let path = |var: &str| get(var).filter(|d| !d.is_empty()).map(PathBuf::from);
+        Ok(CapsOverrides {
+            under_runner: get(env::CAPPED).as_deref() == Some("1"),
+            profile: get(env::PROFILE).filter(|p| !p.is_empty()),
+            run_id: get(env::RUN_ID).filter(|id| !id.is_empty()),
+            test_threads,
+            rayon_threads,
+            blas_threads,
+            async_threads,
+            deterministic,
+            seed,
+            shuffle: flag(get, env::SHUFFLE)?,
+            test_timeout: parsed(get, env::TEST_TIMEOUT, units::parse_duration)?,
+            mem_budget: parsed(get, env::MEM_BUDGET, units::parse_size)?,
+            groups,
+            lock_dir: Some(lock_dir::default_host_lock_dir(get)),
+            run_dir: path(env::RUN_DIR),
+            target_dir: lock_dir::target_dir_of_current_exe(get),
+            events: path(env::EVENTS),
+            width_held: match get(env::WIDTH_HELD) {
+                None => None,
+                Some(value) => Some(
+                    value
+                        .trim()
+                        .parse()
+                        .map_err(|_| env_error(env::WIDTH_HELD, &value, "a whole number"))?,
+                ),
+            },
+        })
+    }
+}
+
 impl Caps {
+    /// Resolves caps, the one place where their rules live: each value comes from
+    /// `overrides`, else from `profile`, else from its default. The defaults: the width is
+    /// the number of CPUs, the rayon pool as wide as the width, one BLAS thread, the async
+    /// runtime as wide as the rayon pool. Deterministic mode pins every thread count to 1
+    /// and the seed to [`DETERMINISTIC_SEED`] unless one is given; otherwise a seed not
+    /// given is drawn at random below [`RANDOM_SEED_BOUND`]. Groups are `config_groups`
+    /// with the overrides' groups laid over them.
+    pub fn resolve(
+        profile: &Profile,
+        overrides: &CapsOverrides,
+        config_groups: &BTreeMap<String, GroupLimit>,
+    ) -> Caps {
+        let deterministic = overrides
+            .deterministic
+            .or(profile.deterministic)
+            .unwrap_or(false);
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let test_threads = overrides
+            .test_threads
+            .or(profile.test_threads)
+            .unwrap_or(available);
+        let rayon_threads = overrides
+            .rayon_threads
+            .or(profile.rayon_threads)
+            .unwrap_or(test_threads);
+        let blas_threads = overrides.blas_threads.or(profile.blas_threads).unwrap_or(1);
+        let async_threads = overrides
+            .async_threads
+            .or(profile.async_threads)
+            .unwrap_or(rayon_threads);
+        let (test_threads, rayon_threads, blas_threads, async_threads) = if deterministic {
+            (1, 1, 1, 1)
+        } else {
+            (test_threads, rayon_threads, blas_threads, async_threads)
+        };
+        let (seed, seed_origin) = match overrides.seed.or(profile.seed) {
+            Some(seed) => (seed, SeedOrigin::Given),
+            None if deterministic => (DETERMINISTIC_SEED, SeedOrigin::Deterministic),
+            None => (fastrand::u64(..RANDOM_SEED_BOUND), SeedOrigin::Random),
+        };
+        let mut groups = config_groups.clone();
+        if let Some(given) = &overrides.groups {
+            groups.extend(given.iter().map(|(name, limit)| (name.clone(), *limit)));
+        }
+        Caps {
+            under_runner: overrides.under_runner,
+            profile: overrides.profile.clone(),
+            run_id: overrides.run_id.clone(),
+            test_threads,
+            rayon_threads,
+            blas_threads,
+            async_threads,
+            deterministic,
+            seed,
+            seed_origin,
+            shuffle: overrides.shuffle.or(profile.shuffle).unwrap_or(false),
+            test_timeout: overrides.test_timeout.or(profile.test_timeout),
+            mem_budget: overrides.mem_budget.or(profile.mem_budget),
+            groups,
+            host_lock_dir: overrides
+                .lock_dir
+                .clone()
+                .unwrap_or_else(|| lock_dir::default_host_lock_dir(&|var| std::env::var(var).ok())),
+            run_dir: overrides.run_dir.clone(),
+            target_dir: overrides.target_dir.clone(),
+            events: overrides.events.clone(),
+            width_held: overrides.width_held.unwrap_or(0),
+        }
+    }
+
     /// Reads the caps from this process's environment, arguments and config, once.
     pub fn from_process() -> Result<Caps, Error> {
         let get = |var: &str| std::env::var(var).ok();
@@ -151,112 +344,23 @@ impl Caps {
         Caps::from_sources(&get, &args, config.as_ref())
     }
 
-    /// Builds caps from an environment lookup, libtest arguments and an optional config.
-    /// The runner uses this with the very environment it gives its children, so both sides
-    /// compute the same caps.
+    /// Builds caps from an environment lookup, libtest arguments and an optional config:
+    /// [`CapsOverrides::from_env`] over the config's `CAPPED_PROFILE` profile and groups,
+    /// through [`Caps::resolve`]. A test process reads its caps so from what
+    /// [`Caps::to_env`] wrote.
     pub fn from_sources(
         get: &dyn Fn(&str) -> Option<String>,
         args: &[String],
         config: Option<&Config>,
     ) -> Result<Caps, Error> {
-        let under_runner = get(env::CAPPED).as_deref() == Some("1");
-        let profile_name = get(env::PROFILE).filter(|p| !p.is_empty());
+        let overrides = CapsOverrides::from_env(get, args)?;
         let empty = Profile::default();
-        let profile = match (&profile_name, config) {
+        let profile = match (&overrides.profile, config) {
             (Some(name), Some(config)) => config.profile(name).unwrap_or(&empty),
             _ => &empty,
         };
-
-        let deterministic = flag(get, env::DETERMINISTIC)?
-            .or(profile.deterministic)
-            .unwrap_or(false);
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let test_threads = match count(get, env::TEST_THREADS)? {
-            Some(n) => n,
-            None => {
-                let rust_test_threads = count(get, "RUST_TEST_THREADS")?;
-                test_threads_arg(args)
-                    .or(rust_test_threads)
-                    .or(profile.test_threads)
-                    .unwrap_or(available)
-            }
-        };
-        let rayon_threads = count(get, env::RAYON_THREADS)?
-            .or(count(get, "RAYON_NUM_THREADS")?)
-            .or(profile.rayon_threads)
-            .unwrap_or(test_threads);
-        let blas_threads = count(get, env::BLAS_THREADS)?
-            .or(count(get, "OMP_NUM_THREADS")?)
-            .or(profile.blas_threads)
-            .unwrap_or(1);
-        let async_threads = count(get, env::ASYNC_THREADS)?
-            .or(count(get, "TOKIO_WORKER_THREADS")?)
-            .or(profile.async_threads)
-            .unwrap_or(rayon_threads);
-        let (test_threads, rayon_threads, blas_threads, async_threads) = if deterministic {
-            (1, 1, 1, 1)
-        } else {
-            (test_threads, rayon_threads, blas_threads, async_threads)
-        };
-
-        let given_seed = parsed(get, env::SEED, |text| {
-            text.trim()
-                .parse::<u64>()
-                .map_err(|_| "a whole number from 0 to 18446744073709551615".to_string())
-        })?
-        .or(profile.seed);
-        let (seed, seed_origin) = match given_seed {
-            Some(seed) => (seed, SeedOrigin::Given),
-            None if deterministic => (DETERMINISTIC_SEED, SeedOrigin::Deterministic),
-            None => (fastrand::u64(..), SeedOrigin::Random),
-        };
-
-        let mut groups = config.map(Config::group_limits).unwrap_or_default();
-        if let Some(text) = get(env::GROUPS) {
-            let parsed = protocol::parse_groups(&text).map_err(|message| {
-                env_error(
-                    env::GROUPS,
-                    &text,
-                    format!("{}; {message}", protocol::GROUPS_FORM),
-                )
-            })?;
-            groups.extend(parsed);
-        }
-
-        Ok(Caps {
-            under_runner,
-            profile: profile_name,
-            run_id: get(env::RUN_ID).filter(|id| !id.is_empty()),
-            test_threads,
-            rayon_threads,
-            blas_threads,
-            async_threads,
-            deterministic,
-            seed,
-            seed_origin,
-            shuffle: flag(get, env::SHUFFLE)?
-                .or(profile.shuffle)
-                .unwrap_or(false),
-            test_timeout: parsed(get, env::TEST_TIMEOUT, units::parse_duration)?
-                .or(profile.test_timeout),
-            mem_budget: parsed(get, env::MEM_BUDGET, units::parse_size)?.or(profile.mem_budget),
-            groups,
-            host_lock_dir: lock_dir::default_host_lock_dir(get),
-            run_dir: get(env::RUN_DIR)
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from),
-            target_dir: lock_dir::target_dir_of_current_exe(get),
-            events: get(env::EVENTS)
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from),
-            width_held: match get(env::WIDTH_HELD) {
-                None => 0,
-                Some(value) => value
-                    .trim()
-                    .parse()
-                    .map_err(|_| env_error(env::WIDTH_HELD, &value, "a whole number"))?,
-            },
-        })
+        let groups = config.map(Config::group_limits).unwrap_or_default();
+        Ok(Caps::resolve(profile, &overrides, &groups))
     }
 
     /// Whether this process runs under `cargo capped` (`CAPPED=1`).
@@ -361,16 +465,31 @@ impl Caps {
         self
     }
 
+    /// Sets the run id (for the runner, which makes one per run).
+    pub fn with_run_id(mut self, run_id: Option<String>) -> Caps {
+        self.run_id = run_id;
+        self
+    }
+
+    /// Sets the memory budget (for the runner, which measures the host when the profile
+    /// sets none, once, so every process of the run agrees).
+    pub fn with_mem_budget(mut self, mem_budget: Option<u64>) -> Caps {
+        self.mem_budget = mem_budget;
+        self
+    }
+
     /// Sets the target dir (for the runner, which knows it from cargo).
     pub fn with_target_dir(mut self, target_dir: Option<PathBuf>) -> Caps {
         self.target_dir = target_dir;
         self
     }
 
-    /// The environment that tells a child process these caps (DESIGN.md, "The contract"):
-    /// the `CAPPED_*` variables, `RUST_TEST_THREADS`, `RAYON_NUM_THREADS`,
-    /// `TOKIO_WORKER_THREADS` and the BLAS variables.
-    pub fn child_env(&self) -> Vec<(String, String)> {
+    /// The environment that tells a child process these caps (DESIGN.md, "The contract"),
+    /// the one serializer of caps: the `CAPPED_*` variables, `RUST_TEST_THREADS`,
+    /// `RAYON_NUM_THREADS`, `TOKIO_WORKER_THREADS` and the BLAS variables.
+    /// [`Caps::from_sources`] reads the same caps back from it (the events file, the width
+    /// held and the target dir are the runner's per launch, and not written here).
+    pub fn to_env(&self) -> Vec<(String, String)> {
         let mut vars = vec![
             (
                 env::CAPPED.to_string(),
@@ -624,7 +743,7 @@ mod tests {
     }
 
     #[test]
-    fn child_env_round_trips() {
+    fn to_env_round_trips() {
         let caps = caps_from(
             &[
                 ("CAPPED", "1"),
@@ -638,7 +757,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let env: BTreeMap<String, String> = caps.child_env().into_iter().collect();
+        let env: BTreeMap<String, String> = caps.to_env().into_iter().collect();
         assert_eq!(env["OMP_NUM_THREADS"], "1");
         assert_eq!(env["RUST_TEST_THREADS"], "2");
         let again = Caps::from_sources(&|var| env.get(var).cloned(), &[], None).unwrap();
@@ -647,5 +766,113 @@ mod tests {
         assert_eq!(again.group("gpu"), caps.group("gpu"));
         assert_eq!(again.test_timeout(), Some(Duration::from_secs(2)));
         assert_eq!(again.profile(), Some("t2"));
+    }
+
+    #[test]
+    fn every_cap_survives_the_trip_through_a_child_environment() {
+        let overrides = CapsOverrides {
+            under_runner: true,
+            profile: Some("ci".into()),
+            run_id: Some("r1".into()),
+            test_threads: Some(3),
+            rayon_threads: Some(2),
+            blas_threads: Some(4),
+            async_threads: Some(5),
+            deterministic: Some(false),
+            seed: Some(123),
+            shuffle: Some(true),
+            test_timeout: Some(Duration::from_millis(2500)),
+            mem_budget: Some(8 << 30),
+            groups: Some(BTreeMap::from([(
+                "db".to_string(),
+                GroupLimit {
+                    max: 2,
+                    scope: Scope::Run,
+                },
+            )])),
+            lock_dir: Some(PathBuf::from("/tmp/capped-locks")),
+            run_dir: Some(PathBuf::from("/ws/target/capped/runs/r1")),
+            // What a test process finds on its own: the target dir of its executable.
+            target_dir: lock_dir::target_dir_of_current_exe(&|_| None),
+            events: None,
+            width_held: None,
+        };
+        let config_groups = BTreeMap::from([(
+            "gpu".to_string(),
+            GroupLimit {
+                max: 1,
+                scope: Scope::Workspace,
+            },
+        )]);
+        let caps = Caps::resolve(&Profile::default(), &overrides, &config_groups);
+        let env: BTreeMap<String, String> = caps.to_env().into_iter().collect();
+        let again = Caps::from_sources(&|var| env.get(var).cloned(), &[], None).unwrap();
+        assert_eq!(again, caps);
+        // A deterministic run's children get its thread counts and seed as given.
+        let caps = Caps::resolve(
+            &Profile::default(),
+            &CapsOverrides {
+                deterministic: Some(true),
+                ..overrides
+            },
+            &BTreeMap::new(),
+        );
+        let env: BTreeMap<String, String> = caps.to_env().into_iter().collect();
+        let again = Caps::from_sources(&|var| env.get(var).cloned(), &[], None).unwrap();
+        assert_eq!((again.test_threads(), again.seed()), (1, 123));
+        assert!(again.deterministic());
+    }
+
+    #[test]
+    fn random_seeds_are_short_enough_to_type_back() {
+        for _ in 0..200 {
+            let caps = Caps::resolve(
+                &Profile::default(),
+                &CapsOverrides::default(),
+                &BTreeMap::new(),
+            );
+            assert_eq!(caps.seed_origin(), SeedOrigin::Random);
+            assert!(caps.seed() < RANDOM_SEED_BOUND, "{}", caps.seed());
+            let caps = caps_from(&[], &[], None).unwrap();
+            assert!(caps.seed() < RANDOM_SEED_BOUND, "{}", caps.seed());
+        }
+    }
+
+    #[test]
+    fn overrides_beat_the_profile_which_beats_the_defaults() {
+        let profile = Profile {
+            test_threads: Some(4),
+            rayon_threads: Some(3),
+            async_threads: Some(2),
+            shuffle: Some(true),
+            ..Profile::default()
+        };
+        let overrides = CapsOverrides {
+            test_threads: Some(6),
+            ..CapsOverrides::default()
+        };
+        let caps = Caps::resolve(&profile, &overrides, &BTreeMap::new());
+        assert_eq!(
+            (
+                caps.test_threads(),
+                caps.rayon_threads(),
+                caps.blas_threads(),
+                caps.async_threads()
+            ),
+            (6, 3, 1, 2)
+        );
+        assert!(caps.shuffle());
+        let caps = Caps::resolve(
+            &profile,
+            &CapsOverrides {
+                shuffle: Some(false),
+                ..CapsOverrides::default()
+            },
+            &BTreeMap::new(),
+        );
+        assert!(
+            !caps.shuffle(),
+            "an override may also turn a profile's flag off"
+        );
     }
 }

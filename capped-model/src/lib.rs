@@ -57,7 +57,9 @@ pub mod resource;
 mod seed;
 pub mod units;
 
-pub use caps::{Caps, DETERMINISTIC_SEED, SeedOrigin, caps, try_caps};
+pub use caps::{
+    Caps, CapsOverrides, DETERMINISTIC_SEED, RANDOM_SEED_BOUND, SeedOrigin, caps, try_caps,
+};
 pub use error::Error;
 pub use metrics::{Percentiles, ResourceMetrics, metrics};
 pub use resource::{Guard, Request, Scope, group};

@@ -157,7 +157,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
     })?;
     run::env::prefetch_toolchain_libdir();
     let built = build::build(&plan, args.color, args.quiet)?;
-    let (env, _caps) = plan.env_for_run(None)?;
+    let (env, _caps) = plan.env_for_run(None);
     let binaries = built.binaries;
     let listings = run::list::list_all(
         &binaries,

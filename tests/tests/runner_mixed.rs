@@ -226,6 +226,26 @@ fn cli_caps_reach_plain_tests_and_the_width_grows() {
 }
 
 #[test]
+fn capped_variables_in_the_runners_environment_are_not_its_caps() {
+    // The runner forms its caps from the profile and its command line only: these are for
+    // test processes (which get the runner's own values instead), so malformed ones in the
+    // runner's environment must neither fail the run nor change its caps.
+    let scratch = RunScratch::new();
+    let mut command = capped_in(FIXTURE);
+    command
+        .args(["t2", "-p", "light", "--lib"])
+        .env("CAPPED_TEST_THREADS", "two")
+        .env("CAPPED_SEED", "-1")
+        .env("CAPPED_RAYON_THREADS", "7")
+        .env("RAYON_NUM_THREADS", "many");
+    scratch.apply(&mut command);
+    let output = command.output().unwrap();
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    let rayon = records(&scratch.record_file(), "rayon");
+    assert_eq!(rayon, [["rayon", "light::rayon_pool", "2"]], "t2's pool");
+}
+
+#[test]
 fn t1_deterministic_repeats_order_and_seeds_and_seed_changes_them() {
     let run = |extra: &[&str]| {
         let scratch = RunScratch::new();

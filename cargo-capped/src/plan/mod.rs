@@ -2,16 +2,17 @@
 //!
 //! The profile comes from the subcommand (`t2`, `t1`, `run --profile NAME`) and is looked
 //! up in `.config/capped.toml` at the workspace root merged over the built-in `t1`/`t2`
-//! ([`capped_model::config`]). Command-line options override the profile. The result is
-//! one environment map ([`Plan::env_for_run`]) from which both the runner and every test
-//! process compute their [`capped_model::Caps`], so both sides agree.
+//! ([`capped_model::config`]). Command-line options override the profile, through
+//! [`capped_model::Caps::resolve`] (where every rule of the caps lives), into the run's caps
+//! ([`Plan::caps`]). [`Plan::env_for_run`] writes them into every test process's environment,
+//! from which the test process reads the same caps back, so both sides agree.
 //!
 //! Host safety (issue 5) is planned here too: the `[preflight]` thresholds that decide
 //! whether a busy host degrades the run ([`Plan::thresholds`], [`Plan::degrade`]), the memory
 //! cap per test binary ([`Plan::mem_limit`]), the memory budget every test process shares
-//! ([`Plan::mem_budget`], by default three quarters of the memory available at start,
-//! computed once so every process of the run agrees), and `--partition`. The run itself
-//! ([`crate::run`]) applies them.
+//! ([`capped_model::Caps::mem_budget`] of [`Plan::caps`], by default three quarters of the
+//! memory available at start, computed once so every process of the run agrees), and
+//! `--partition`. The run itself ([`crate::run`]) applies them.
 //!
 //! `CAPPED_HOST_ROOT` (test-only, undocumented for users) points the host readings behind
 //! degrade decisions at a directory of fixture files laid out as `/proc` and `/sys` (see
@@ -26,8 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use capped_model::config::{Config, GroupConfig};
-use capped_model::protocol::{self, GroupLimit, env};
-use capped_model::{Caps, DETERMINISTIC_SEED};
+use capped_model::{Caps, CapsOverrides};
 
 use crate::cli::{CargoArgs, OutputArgs, RunOptions};
 use crate::errors::{Error, Result};
@@ -48,27 +48,13 @@ pub struct Plan {
     pub config: Config,
     /// The capped profile's name.
     pub profile: String,
-    /// The run's width.
-    pub width: u32,
-    /// Global rayon pool size per test process.
-    pub rayon_threads: u32,
-    /// BLAS/OpenMP threads.
-    pub blas_threads: u32,
-    /// Worker threads of the capped tokio runtime.
-    pub async_threads: u32,
-    /// Deterministic mode.
-    pub deterministic: bool,
-    /// The run seed (drawn at random when neither given nor deterministic).
-    pub seed: u64,
-    /// Shuffle the order of binaries (and harness tests).
-    pub shuffle: bool,
+    /// The caps of the run, as every test process gets them: the width (the ceiling of the
+    /// run's width; a busy host may run narrower), thread counts, deterministic mode, seed,
+    /// shuffle, test timeout, groups and the host lock dir. The memory budget is the
+    /// profile's `mem-budget`, else computed once at start ([`default_mem_budget`]).
+    pub caps: Caps,
     /// Per test binary.
     pub timeout: Option<Duration>,
-    /// Default per-test timeout for harness/attribute tests (`CAPPED_TEST_TIMEOUT`).
-    pub test_timeout: Option<Duration>,
-    /// Memory budget for `mem = ".."` reservations (`CAPPED_MEM_BUDGET`): the profile's
-    /// `mem-budget`, else computed once at start ([`default_mem_budget`]).
-    pub mem_budget: Option<u64>,
     /// Per test binary: the cap on its process tree's summed RSS (`--mem-limit`, `mem-limit`).
     pub mem_limit: Option<u64>,
     /// Whether a busy host may lower the width (`--no-degrade` turns it off).
@@ -79,8 +65,6 @@ pub struct Plan {
     pub host: HostRoot,
     /// `--partition hash:K/N`.
     pub partition: Option<Partition>,
-    /// Host lock dir.
-    pub lock_dir: PathBuf,
     /// The profile's `[env]`.
     pub profile_env: BTreeMap<String, String>,
     /// Stop starting binaries after the first failure.
@@ -140,9 +124,11 @@ impl Plan {
         if let Some(root) = std::env::var_os(HOST_ROOT_VAR).filter(|r| !r.is_empty()) {
             plan.host = HostRoot::at(PathBuf::from(root));
         }
-        if plan.mem_budget.is_none() {
+        if plan.caps.mem_budget().is_none() {
             // Always from the live system: the budget is about real memory.
-            plan.mem_budget = default_mem_budget(&HostRoot::system());
+            plan.caps = plan
+                .caps
+                .with_mem_budget(default_mem_budget(&HostRoot::system()));
         }
         Ok(plan)
     }
@@ -166,72 +152,53 @@ impl Plan {
             )));
         };
         let options = &input.options;
-        let deterministic = options.deterministic || profile.deterministic.unwrap_or(false);
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let width = options
-            .test_threads
-            .or(profile.test_threads)
-            .unwrap_or(available);
-        let rayon_threads = options
-            .rayon_threads
-            .or(profile.rayon_threads)
-            .unwrap_or(width);
-        let blas_threads = profile.blas_threads.unwrap_or(1);
-        let async_threads = profile.async_threads.unwrap_or(rayon_threads);
-        let (width, rayon_threads, blas_threads, async_threads) = if deterministic {
-            (1, 1, 1, 1)
-        } else {
-            (width, rayon_threads, blas_threads, async_threads)
-        };
-        let seed = match options.seed.or(profile.seed) {
-            Some(seed) => seed,
-            None if deterministic => DETERMINISTIC_SEED,
-            // Short enough to type back in a reproduction line.
-            None => fastrand::u64(..1_000_000_000),
-        };
+        // Without `--lock-dir`, `Caps::resolve` takes the default host lock dir, which
+        // honours `CAPPED_LOCK_DIR` in our environment (as `--lock-dir` documents): the one
+        // `CAPPED_*` variable the runner reads.
         let lock_dir = match &options.lock_dir {
-            Some(dir) if dir.is_absolute() => dir.clone(),
-            Some(dir) => std::env::current_dir()
-                .map_err(|e| Error::internal("cannot read the current directory", e))?
-                .join(dir),
-            None => capped_model::resource::lock_dir::default_host_lock_dir(&|var| {
-                std::env::var(var).ok()
-            }),
+            Some(dir) if dir.is_absolute() => Some(dir.clone()),
+            Some(dir) => Some(
+                std::env::current_dir()
+                    .map_err(|e| Error::internal("cannot read the current directory", e))?
+                    .join(dir),
+            ),
+            None => None,
         };
-        capped_model::resource::lock_dir::ensure_private_dir(&lock_dir)?;
+        // Only the command line overrides the profile: the `CAPPED_*` variables in our own
+        // environment are for test processes (and stripped from theirs), never read here.
+        let overrides = CapsOverrides {
+            under_runner: true,
+            profile: Some(input.profile.clone()),
+            test_threads: options.test_threads,
+            rayon_threads: options.rayon_threads,
+            deterministic: options.deterministic.then_some(true),
+            seed: options.seed,
+            shuffle: options.shuffle.then_some(true),
+            lock_dir,
+            target_dir: Some(workspace.target_dir.clone()),
+            ..CapsOverrides::default()
+        };
+        let caps = Caps::resolve(&profile, &overrides, &config.group_limits());
+        capped_model::resource::lock_dir::ensure_private_dir(caps.host_lock_dir())?;
         Ok(Plan {
             workspace,
             profile: input.profile,
-            width,
-            rayon_threads,
-            blas_threads,
-            async_threads,
-            deterministic,
-            seed,
-            shuffle: options.shuffle || profile.shuffle.unwrap_or(false),
             timeout: options.timeout.or(profile.timeout),
-            test_timeout: profile.test_timeout,
-            mem_budget: profile.mem_budget,
             mem_limit: options.mem_limit.or(profile.mem_limit),
             degrade: !options.no_degrade,
             thresholds: Thresholds::default(),
             host: HostRoot::system(),
             partition: options.partition,
-            lock_dir,
             profile_env: profile.env.clone(),
             fail_fast: options.fail_fast,
-            split_binaries: !deterministic && profile.split_binaries.unwrap_or(true),
+            split_binaries: !caps.deterministic() && profile.split_binaries.unwrap_or(true),
+            caps,
             cargo: input.cargo,
             filter: input.filter,
             test_args: input.test_args,
             output: input.output,
             config,
         })
-    }
-
-    /// The groups as every test process sees them (`CAPPED_GROUPS`).
-    pub fn group_limits(&self) -> BTreeMap<String, GroupLimit> {
-        self.config.group_limits()
     }
 
     /// The groups whose `binaries` patterns claim a test binary named `target`.
@@ -244,59 +211,25 @@ impl Plan {
             .collect()
     }
 
-    /// The `CAPPED_*` variables of the run (`run` is `None` for listing outside a run):
-    /// the map from which the runner's and every child's caps are computed.
-    pub fn capped_vars(&self, run: Option<(&str, &std::path::Path)>) -> BTreeMap<String, String> {
-        let mut vars = BTreeMap::new();
-        let mut set = |k: &str, v: String| {
-            vars.insert(k.to_string(), v);
-        };
-        set(env::CAPPED, "1".into());
-        set(env::PROFILE, self.profile.clone());
-        set(env::TEST_THREADS, self.width.to_string());
-        set(env::RAYON_THREADS, self.rayon_threads.to_string());
-        set(env::BLAS_THREADS, self.blas_threads.to_string());
-        set(env::ASYNC_THREADS, self.async_threads.to_string());
-        set(env::DETERMINISTIC, u8::from(self.deterministic).to_string());
-        set(env::SEED, self.seed.to_string());
-        let limits = self.group_limits();
-        set(
-            env::GROUPS,
-            protocol::format_groups(limits.iter().map(|(k, v)| (k.as_str(), *v))),
-        );
-        set(env::LOCK_DIR, self.lock_dir.display().to_string());
-        if self.shuffle {
-            set(env::SHUFFLE, "1".into());
-        }
-        if let Some(timeout) = self.test_timeout {
-            set(env::TEST_TIMEOUT, format!("{}ms", timeout.as_millis()));
-        }
-        if let Some(budget) = self.mem_budget {
-            set(env::MEM_BUDGET, budget.to_string());
-        }
-        if let Some((run_id, run_dir)) = run {
-            set(env::RUN_ID, run_id.to_string());
-            set(env::RUN_DIR, run_dir.display().to_string());
-        }
-        vars
-    }
-
-    /// The environment every test process of the run gets, and the runner's own caps
-    /// computed from that very environment.
+    /// The environment every test process of the run gets (`run`, the run's id and dir, is
+    /// `None` for listing outside a run): the profile's `[env]` with the caps on top, and
+    /// the runner's own caps for that run.
     pub fn env_for_run(
         &self,
         run: Option<(&str, &std::path::Path)>,
-    ) -> Result<(BTreeMap<String, String>, Caps)> {
-        let vars = self.capped_vars(run);
-        let caps = Caps::from_sources(&|var| vars.get(var).cloned(), &[], None)?;
+    ) -> (BTreeMap<String, String>, Caps) {
+        let caps = match run {
+            Some((run_id, run_dir)) => self
+                .caps
+                .clone()
+                .with_run_id(Some(run_id.to_string()))
+                .with_run_dir(Some(run_dir.to_path_buf())),
+            None => self.caps.clone(),
+        };
         let mut env: BTreeMap<String, String> = self.profile_env.clone();
-        env.extend(caps.child_env());
-        // `child_env` covers what `Caps` knows; keep our own values for the rest.
-        for (k, v) in vars {
-            env.entry(k).or_insert(v);
-        }
-        let caps = caps.with_target_dir(Some(self.workspace.target_dir.clone()));
-        Ok((env, caps))
+        // The caps win over `[env]`: a profile cannot set a cap by the back door.
+        env.extend(caps.to_env());
+        (env, caps)
     }
 }
 
@@ -361,8 +294,15 @@ mod tests {
     #[test]
     fn builtin_profiles_and_cli_overrides() {
         let t2 = plan("", "t2", RunOptions::default()).unwrap();
-        assert_eq!((t2.width, t2.rayon_threads, t2.blas_threads), (2, 2, 1));
-        assert!(!t2.deterministic);
+        assert_eq!(
+            (
+                t2.caps.test_threads(),
+                t2.caps.rayon_threads(),
+                t2.caps.blas_threads()
+            ),
+            (2, 2, 1)
+        );
+        assert!(!t2.caps.deterministic());
         let t2 = plan(
             "[profile.t2]\nrayon-threads = 3\n",
             "t2",
@@ -372,7 +312,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!((t2.width, t2.rayon_threads), (4, 3));
+        assert_eq!((t2.caps.test_threads(), t2.caps.rayon_threads()), (4, 3));
     }
 
     #[test]
@@ -388,14 +328,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             (
-                t1.width,
-                t1.rayon_threads,
-                t1.blas_threads,
-                t1.async_threads
+                t1.caps.test_threads(),
+                t1.caps.rayon_threads(),
+                t1.caps.blas_threads(),
+                t1.caps.async_threads()
             ),
             (1, 1, 1, 1)
         );
-        assert_eq!(t1.seed, 42);
+        assert_eq!(t1.caps.seed(), 42);
         let t1 = plan(
             "",
             "t1",
@@ -406,14 +346,14 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(t1.seed, 7);
+        assert_eq!(t1.caps.seed(), 7);
         let det = plan(
             "[profile.det]\ndeterministic = true\ntest-threads = 8\n",
             "det",
             RunOptions::default(),
         )
         .unwrap();
-        assert_eq!((det.width, det.seed), (1, 42));
+        assert_eq!((det.caps.test_threads(), det.caps.seed()), (1, 42));
         assert!(
             !det.split_binaries,
             "deterministic runs never split a binary"
@@ -434,11 +374,11 @@ mod tests {
         let config = "[profile.ci]\nmem-limit = \"2GiB\"\nmem-budget = \"8GiB\"\n";
         let ci = plan(config, "ci", RunOptions::default()).unwrap();
         assert_eq!(
-            (ci.mem_limit, ci.mem_budget),
+            (ci.mem_limit, ci.caps.mem_budget()),
             (Some(2 << 30), Some(8 << 30))
         );
         assert!(ci.degrade && ci.partition.is_none());
-        let (env, _) = ci.env_for_run(None).unwrap();
+        let (env, _) = ci.env_for_run(None);
         assert_eq!(env["CAPPED_MEM_BUDGET"], (8u64 << 30).to_string());
         let ci = plan(
             config,
@@ -514,7 +454,7 @@ mod tests {
         )
         .unwrap();
         let run_dir = PathBuf::from("/ws/target/capped/runs/r1");
-        let (env, caps) = plan.env_for_run(Some(("r1", &run_dir))).unwrap();
+        let (env, caps) = plan.env_for_run(Some(("r1", &run_dir)));
         assert_eq!(env["MYAPP"], "1");
         assert_eq!(env["RAYON_NUM_THREADS"], "2", "the caps win over [env]");
         assert_eq!(env["CAPPED_TEST_THREADS"], "3");

@@ -227,9 +227,9 @@ impl HostSafety {
         };
         let label = plan.profile.clone();
         let degrader = if plan.degrade {
-            Degrader::new(&plan.thresholds, plan.width as usize).with_label(label)
+            Degrader::new(&plan.thresholds, plan.caps.test_threads() as usize).with_label(label)
         } else {
-            Degrader::disabled(plan.width as usize)
+            Degrader::disabled(plan.caps.test_threads() as usize)
         };
         HostSafety {
             readings: plan.host.clone(),

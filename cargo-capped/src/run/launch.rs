@@ -71,7 +71,7 @@ impl Runner<'_> {
             if used >= width {
                 break;
             }
-            if self.plan.deterministic && !self.running().is_empty() {
+            if self.plan.caps.deterministic() && !self.running().is_empty() {
                 break;
             }
             if self.units[index].runnable == 0 {
@@ -170,7 +170,7 @@ impl Runner<'_> {
             vars::EVENTS.to_string(),
             unit.events_path.display().to_string(),
         )];
-        if self.width < self.plan.width {
+        if self.width < self.plan.caps.test_threads() {
             // A lowered width: harness binaries take only the first slots; plain ones hold
             // their own anyway.
             extra.push((vars::TEST_THREADS.to_string(), self.width.to_string()));

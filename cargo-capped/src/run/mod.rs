@@ -48,7 +48,8 @@
 //! at every look that may ask for a kill (memory cap), and what a binary's end means for
 //! memory.
 //!
-//! The run's **width** is thus not fixed: [`Plan::width`] is its ceiling (and the capacity of
+//! The run's **width** is thus not fixed: the planned width
+//! ([`capped_model::Caps::test_threads`] of [`Plan::caps`]) is its ceiling (and the capacity of
 //! the width lock files), the width in force is the lowest of the degrade decision and the
 //! EMFILE adapter's ([`emfile`]). Binaries started at a lower width get it as their
 //! `CAPPED_TEST_THREADS` (harness binaries then take only the first slots) or
@@ -102,9 +103,9 @@ pub fn run(
     sink: &mut dyn FnMut(&RunEvent),
 ) -> Result<RunSummary> {
     let run_started = Instant::now();
-    let starting_notices = hooks.starting(plan.width);
+    let starting_notices = hooks.starting(plan.caps.test_threads());
     let run_dir = RunDir::create(&plan.workspace.target_dir)?;
-    let (env, caps) = plan.env_for_run(Some((run_dir.id(), run_dir.path())))?;
+    let (env, caps) = plan.env_for_run(Some((run_dir.id(), run_dir.path())));
     let listings = list::list_all(
         &binaries,
         list::ListArgs {
@@ -115,9 +116,9 @@ pub fn run(
         },
     );
     let (units, partitioned) = units::units_of(plan, binaries, listings, &run_dir);
-    let mode = if plan.shuffle {
-        OrderMode::Shuffled(plan.seed)
-    } else if plan.deterministic {
+    let mode = if plan.caps.shuffle() {
+        OrderMode::Shuffled(plan.caps.seed())
+    } else if plan.caps.deterministic() {
         OrderMode::Sorted
     } else {
         OrderMode::Heuristic
@@ -138,8 +139,8 @@ pub fn run(
         ids.len()
     };
     let (sender, receiver) = mpsc::channel();
-    let start_width = hooks.width(plan.width);
-    let width = start_width.width.clamp(1, plan.width.max(1));
+    let start_width = hooks.width(plan.caps.test_threads());
+    let width = start_width.width.clamp(1, plan.caps.test_threads().max(1));
     let mut runner = Runner {
         plan,
         caps,
@@ -159,17 +160,17 @@ pub fn run(
         loop_started: Instant::now(),
         degrade_width: width,
         width,
-        emfile: EmfileAdapter::new(plan.width as usize),
+        emfile: EmfileAdapter::new(plan.caps.test_threads() as usize),
         width_check_due: false,
         peaks: Vec::new(),
     };
     runner.emit(RunEvent::RunStarted {
         profile: plan.profile.clone(),
         width,
-        rayon_threads: plan.rayon_threads,
-        seed: plan.seed,
-        deterministic: plan.deterministic,
-        shuffle: plan.shuffle,
+        rayon_threads: plan.caps.rayon_threads(),
+        seed: plan.caps.seed(),
+        deterministic: plan.caps.deterministic(),
+        shuffle: plan.caps.shuffle(),
         binaries: binaries_count,
         tests: total_tests,
         at: SystemTime::now(),

@@ -139,8 +139,10 @@ impl Runner<'_> {
     /// Asks the hooks for the width (between binaries) and applies the EMFILE adapter's.
     fn decide_width(&mut self) {
         self.width_check_due = false;
-        let decision = self.hooks.width(self.plan.width);
-        self.degrade_width = decision.width.clamp(1, self.plan.width.max(1));
+        let decision = self.hooks.width(self.plan.caps.test_threads());
+        self.degrade_width = decision
+            .width
+            .clamp(1, self.plan.caps.test_threads().max(1));
         if let Some(message) = decision.notice {
             self.emit(RunEvent::Notice { message });
         }
