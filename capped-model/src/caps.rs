@@ -112,20 +112,6 @@ fn parsed<T>(
     }
 }
 
-/// `--test-threads N` or `--test-threads=N` among libtest's arguments.
-fn test_threads_arg(args: &[String]) -> Option<u32> {
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "--test-threads" {
-            return iter.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0);
-        }
-        if let Some(n) = arg.strip_prefix("--test-threads=") {
-            return n.parse().ok().filter(|n| *n > 0);
-        }
-    }
-    None
-}
-
 /// This process's arguments. Read from `/proc/self/cmdline`, which is complete even in a
 /// load-time constructor that may run before std has captured `argv`.
 fn process_args() -> Vec<String> {
@@ -205,7 +191,7 @@ impl CapsOverrides {
             Some(n) => Some(n),
             None => {
                 let rust_test_threads = count(get, "RUST_TEST_THREADS")?;
-                test_threads_arg(args).or(rust_test_threads)
+                crate::libtest_args::test_threads(args).or(rust_test_threads)
             }
         };
         let rayon_threads = count(get, env::RAYON_THREADS)?.or(count(get, "RAYON_NUM_THREADS")?);

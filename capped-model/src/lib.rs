@@ -13,6 +13,8 @@
 //! * [`resource`]: the resource model — named counting resources whose slots are shared
 //!   within a [`Scope`] (a process, a run, a workspace, the host) through `flock`ed lock
 //!   files that the kernel releases when a holder dies, and memory reservations;
+//! * [`libtest_args`]: libtest's command line — one table of its flags, and the helpers
+//!   that tell flags, their values and filters apart;
 //! * [`units`]: the small value languages (sizes, durations, group names) shared by the
 //!   attribute, the config file, the environment and the command line;
 //! * [`derive_seed`]: a test's seed from the run seed and its name, stable everywhere.
@@ -51,6 +53,7 @@
 mod caps;
 pub mod config;
 mod error;
+pub mod libtest_args;
 mod metrics;
 pub mod protocol;
 pub mod resource;

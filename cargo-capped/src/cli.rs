@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use capped_model::libtest_args::{self, Kind};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// `cargo capped`: run a workspace's tests within run-wide caps.
@@ -467,30 +468,55 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
     args
 }
 
-/// libtest arguments that `cargo capped` sets itself or that would break parsing the
-/// binaries' output, with what to do instead.
+/// libtest flags that `cargo capped` sets itself or that would break parsing the binaries'
+/// output, with what to do instead.
+const UNSUPPORTED_TEST_FLAGS: [(&libtest_args::Flag, &str); 9] = [
+    (
+        &libtest_args::TEST_THREADS,
+        "the width is cargo capped's own: put `--test-threads N` before `--`",
+    ),
+    (
+        &libtest_args::QUIET,
+        "cargo capped reads each test's result line: use `cargo capped -q` (before `--`)",
+    ),
+    (
+        &libtest_args::FORMAT,
+        "cargo capped reads libtest's default (pretty) output; use --message-format json or --junit",
+    ),
+    (
+        &libtest_args::UNSTABLE,
+        "cargo capped reads libtest's default (pretty) output; use --message-format json or --junit",
+    ),
+    (&libtest_args::LIST, "use `cargo capped list`"),
+    (
+        &libtest_args::LOGFILE,
+        "use --junit PATH or --message-format json",
+    ),
+    (
+        &libtest_args::SHUFFLE,
+        "use `cargo capped --shuffle` (and --seed N) before `--`",
+    ),
+    (
+        &libtest_args::SHUFFLE_SEED,
+        "use `cargo capped --shuffle` (and --seed N) before `--`",
+    ),
+    (
+        &libtest_args::COLOR,
+        "use `cargo capped --color` before `--`",
+    ),
+];
+
+/// Refuses libtest arguments that `cargo capped` sets itself or that would break parsing
+/// the binaries' output, saying what to do instead.
 pub fn check_test_args(args: &[String]) -> Result<(), String> {
-    for arg in args {
-        let name = arg.split('=').next().unwrap_or(arg);
-        let hint = match name {
-            "--test-threads" => {
-                "the width is cargo capped's own: put `--test-threads N` before `--`"
-            }
-            "-q" | "--quiet" => {
-                "cargo capped reads each test's result line: use `cargo capped -q` (before `--`)"
-            }
-            "--format" | "-Z" => {
-                "cargo capped reads libtest's default (pretty) output; use --message-format json or --junit"
-            }
-            "--list" => "use `cargo capped list`",
-            "--logfile" => "use --junit PATH or --message-format json",
-            "--shuffle" | "--shuffle-seed" => {
-                "use `cargo capped --shuffle` (and --seed N) before `--`"
-            }
-            "--color" => "use `cargo capped --color` before `--`",
-            _ => continue,
+    for item in libtest_args::parse(args) {
+        let Kind::Flag { flag, .. } = item.kind else {
+            continue;
         };
-        return Err(format!("`{arg}` after `--` is not supported: {hint}"));
+        if let Some((_, hint)) = UNSUPPORTED_TEST_FLAGS.iter().find(|(f, _)| *f == flag) {
+            let arg = &item.raw[0];
+            return Err(format!("`{arg}` after `--` is not supported: {hint}"));
+        }
     }
     Ok(())
 }
@@ -709,5 +735,17 @@ mod tests {
         assert!(message.contains("before `--`"), "{message}");
         assert!(check_test_args(&["-q".into()]).is_err());
         assert!(check_test_args(&["--format".into(), "json".into()]).is_err());
+    }
+
+    #[test]
+    fn test_args_are_read_as_libtest_reads_them() {
+        let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        // A flag's value and what follows `--` are filters, whatever they look like.
+        assert!(check_test_args(&args(&["--skip", "--list"])).is_ok());
+        assert!(check_test_args(&args(&["--", "--format"])).is_ok());
+        let message = check_test_args(&args(&["-Zunstable-options"])).unwrap_err();
+        assert!(message.contains("`-Zunstable-options`"), "{message}");
+        assert!(check_test_args(&args(&["--quiet"])).is_err());
+        assert!(check_test_args(&args(&["--shuffle-seed=3"])).is_err());
     }
 }

@@ -3,20 +3,15 @@
 //! The flags libtest-mimic knows are parsed by its clap parser (so `--help` and the errors
 //! for a bad flag come from there). libtest-mimic takes one filter and no `--shuffle`, while
 //! libtest takes several filters and the unstable shuffling flags, so a small pre-pass takes
-//! the positional filters and those flags out first and hands the rest to clap.
+//! the positional filters and those flags out first and hands the rest to clap. The pre-pass
+//! reads the arguments with `capped_model::libtest_args`, the table of libtest's flags the
+//! runner and the caps use too, so all of them agree on which argument is a flag's value.
 
+use capped_model::libtest_args::{self, Kind};
 use libtest_mimic::{Arguments, ColorSetting, FormatSetting};
 
 /// Which tests `#[ignore]` selects, as libtest's `RunIgnored`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunIgnored {
-    /// Ignored tests are reported `ignored`, not run (the default).
-    No,
-    /// `--include-ignored`: ignored tests run like the others.
-    Yes,
-    /// `--ignored`: only ignored tests, and they run.
-    Only,
-}
+pub(crate) use capped_model::libtest_args::RunIgnored;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,74 +55,49 @@ pub(crate) struct Args {
     pub logfile: Option<String>,
 }
 
-/// Flags of libtest that take a value (as a separate argument or after `=`).
-const WITH_VALUE: [&str; 6] = [
-    "--test-threads",
-    "--logfile",
-    "--skip",
-    "--color",
-    "--format",
-    "-Z",
-];
-
-/// libtest flags libtest-mimic does not know and the harness accepts without effect.
-const NO_OPS: [&str; 3] = ["--report-time", "--ensure-time", "--force-run-in-process"];
-
 /// Parses `argv` (the first element is the program). `Err` is a usage error to print;
 /// clap itself exits for `--help` and for flags it rejects.
 pub(crate) fn parse(argv: Vec<String>) -> Result<Args, String> {
     let mut argv = argv.into_iter();
     let mut rest = vec![argv.next().unwrap_or_else(|| "test".to_string())];
+    let args: Vec<String> = argv.collect();
     let mut filters = Vec::new();
     let mut shuffle = false;
     let mut shuffle_seed = None;
     let mut exclude_should_panic = false;
-    let mut only_positional = false;
-    while let Some(arg) = argv.next() {
-        if only_positional {
-            filters.push(arg);
+    for item in libtest_args::parse(&args) {
+        let (flag, value) = match item.kind {
+            Kind::EndOfFlags => continue,
+            Kind::Filter(filter) => {
+                filters.push(filter.to_string());
+                continue;
+            }
+            Kind::Flag { flag, value } if flag.takes_value() || value.is_none() => (flag, value),
+            // A switch given a value, or a flag libtest does not know: clap reports it.
+            Kind::Flag { .. } | Kind::Unknown => {
+                rest.extend(item.raw.iter().cloned());
+                continue;
+            }
+        };
+        if NO_OPS.contains(&flag) {
             continue;
         }
-        match arg.as_str() {
-            "--" => only_positional = true,
-            "--shuffle" => shuffle = true,
-            "--shuffle-seed" => {
-                let value = argv
-                    .next()
-                    .ok_or("--shuffle-seed needs a value: --shuffle-seed N")?;
-                shuffle_seed = Some(parse_seed(&value)?);
-            }
-            "--exclude-should-panic" => exclude_should_panic = true,
-            "--no-capture" => rest.push("--nocapture".to_string()),
-            flag if NO_OPS.contains(&flag) => {}
-            flag if WITH_VALUE.contains(&flag) => {
-                rest.push(arg);
-                if let Some(value) = argv.next() {
-                    rest.push(value);
-                }
-            }
-            _ => {
-                if let Some(value) = arg.strip_prefix("--shuffle-seed=") {
-                    shuffle_seed = Some(parse_seed(value)?);
-                } else if arg.starts_with('-') && arg != "-" {
-                    rest.push(arg);
-                } else {
-                    filters.push(arg);
-                }
-            }
+        if flag == &libtest_args::SHUFFLE {
+            shuffle = true;
+        } else if flag == &libtest_args::SHUFFLE_SEED {
+            let value = value.ok_or("--shuffle-seed needs a value: --shuffle-seed N")?;
+            shuffle_seed = Some(parse_seed(value)?);
+        } else if flag == &libtest_args::EXCLUDE_SHOULD_PANIC {
+            exclude_should_panic = true;
+        } else if flag == &libtest_args::NOCAPTURE {
+            // libtest-mimic knows only the older spelling.
+            rest.push(libtest_args::NOCAPTURE.name().to_string());
+        } else {
+            rest.extend(item.raw.iter().cloned());
         }
     }
     let parsed = Arguments::from_iter(rest);
-    let run_ignored = match (parsed.include_ignored, parsed.ignored) {
-        (true, true) => {
-            return Err(
-                "the options --include-ignored and --ignored are mutually exclusive".into(),
-            );
-        }
-        (true, false) => RunIgnored::Yes,
-        (false, true) => RunIgnored::Only,
-        (false, false) => RunIgnored::No,
-    };
+    let run_ignored = libtest_args::run_ignored(&args)?;
     let test_threads = match parsed.test_threads {
         None => None,
         Some(0) => return Err("argument for --test-threads must not be 0".into()),
@@ -167,6 +137,13 @@ pub(crate) fn parse(argv: Vec<String>) -> Result<Args, String> {
         logfile: parsed.logfile,
     })
 }
+
+/// libtest flags libtest-mimic does not know and the harness accepts without effect.
+const NO_OPS: [&libtest_args::Flag; 3] = [
+    &libtest_args::REPORT_TIME,
+    &libtest_args::ENSURE_TIME,
+    &libtest_args::FORCE_RUN_IN_PROCESS,
+];
 
 fn parse_seed(text: &str) -> Result<u64, String> {
     text.trim().parse().map_err(|_| {

@@ -39,6 +39,7 @@
 
 use std::collections::BTreeMap;
 
+use capped_model::libtest_args::{self, Kind};
 use capped_model::protocol::ListedTest;
 
 use crate::events::BinaryId;
@@ -102,15 +103,17 @@ pub fn split_share(runnable: usize, k: u32, wanted: u32) -> Option<usize> {
 
 /// Whether the libtest arguments make ignored tests run (`--ignored`, `--include-ignored`).
 pub fn runs_ignored(test_args: &[String]) -> bool {
-    test_args
-        .iter()
-        .any(|a| a == "--ignored" || a == "--include-ignored")
+    // Both at once (which libtest refuses) count as making them run.
+    !matches!(
+        libtest_args::run_ignored(test_args),
+        Ok(libtest_args::RunIgnored::No)
+    )
 }
 
 /// The tests of a listing that will actually execute (not skipped as ignored).
 pub fn runnable<'a>(tests: &'a [ListedTest], test_args: &[String]) -> Vec<&'a ListedTest> {
     let ignored_too = runs_ignored(test_args);
-    let only_ignored = test_args.iter().any(|a| a == "--ignored");
+    let only_ignored = libtest_args::has(test_args, &libtest_args::IGNORED);
     tests
         .iter()
         .filter(|t| ignored_too || !t.ignored || only_ignored)
@@ -163,17 +166,6 @@ pub fn harness_demand(
         .min(width)
 }
 
-/// libtest options whose value may come as the next argument.
-const VALUE_OPTIONS: [&str; 7] = [
-    "--skip",
-    "--logfile",
-    "--test-threads",
-    "--format",
-    "--color",
-    "-Z",
-    "--shuffle-seed",
-];
-
 /// The most bytes of test names one selecting command line carries (a chunk); far below
 /// Linux's 128 KiB per argument and 2 MiB in all.
 pub const SELECTION_CHUNK_BYTES: usize = 64 * 1024;
@@ -183,33 +175,15 @@ pub const SELECTION_CHUNK_BYTES: usize = 64 * 1024;
 /// the names come from already applied them, and libtest would OR extra filters in), then
 /// the names.
 pub fn selection_args(test_args: &[String], names: &[String]) -> Vec<String> {
-    let mut out = vec!["--exact".to_string()];
-    let mut args = test_args.iter();
-    while let Some(arg) = args.next() {
-        let (option, inline_value) = match arg.split_once('=') {
-            Some((option, _)) if arg.starts_with('-') => (option, true),
-            _ => (arg.as_str(), false),
-        };
-        if option == "--exact" {
-            continue;
+    let mut out = vec![libtest_args::EXACT.name().to_string()];
+    for item in libtest_args::parse(test_args) {
+        match item.kind {
+            Kind::Flag { flag, .. }
+                if flag == &libtest_args::EXACT || flag == &libtest_args::SKIP => {}
+            Kind::Flag { .. } | Kind::Unknown => out.extend(item.raw.iter().cloned()),
+            // Positional filters (and the `--` before some) are dropped.
+            Kind::Filter(_) | Kind::EndOfFlags => {}
         }
-        if option == "--skip" {
-            if !inline_value {
-                args.next();
-            }
-            continue;
-        }
-        if VALUE_OPTIONS.contains(&option) {
-            out.push(arg.clone());
-            if !inline_value && let Some(value) = args.next() {
-                out.push(value.clone());
-            }
-            continue;
-        }
-        if arg.starts_with('-') {
-            out.push(arg.clone());
-        }
-        // A positional filter: dropped.
     }
     out.extend(names.iter().cloned());
     out
@@ -407,6 +381,15 @@ mod tests {
             ]
         );
         assert_eq!(selection_args(&[], &names), ["--exact", "m::a", "m::b"]);
+        let args: Vec<String> = ["--skip", "--nocapture", "-Z", "x", "--", "--list"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            selection_args(&args, &names),
+            ["--exact", "-Z", "x", "m::a", "m::b"],
+            "a skip filter that looks like a flag, and filters after `--`, are dropped"
+        );
     }
 
     #[test]
