@@ -20,6 +20,7 @@ use crate::cli::Color;
 use crate::errors::{Error, Result};
 use crate::events::BinaryId;
 use crate::plan::{PackageInfo, Plan};
+use crate::process;
 use crate::run::signals;
 
 /// One test executable to run.
@@ -71,13 +72,10 @@ pub fn build(plan: &Plan, color: Color, quiet: bool) -> Result<BuildOutput> {
         command.arg("--quiet");
     }
     // Its own process group: a signal to the runner is forwarded on our terms, and an
-    // interrupted build leaves no rustc behind.
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    // And it dies with the runner, even a SIGKILLed one (spawned from the main thread).
-    crate::run::die_with_parent(&mut command);
-    let mut child = command
-        .spawn()
-        .map_err(|e| Error::internal("cannot run cargo", e))?;
+    // interrupted build leaves no rustc behind. And it dies with the runner, even a
+    // SIGKILLed one (spawned from the main thread).
+    let mut child =
+        process::spawn(&mut command).map_err(|e| Error::internal("cannot run cargo", e))?;
     let pid = child.id();
     let stdout = child.stdout.take().expect("stdout is piped");
 
@@ -98,7 +96,7 @@ pub fn build(plan: &Plan, color: Color, quiet: bool) -> Result<BuildOutput> {
             break status;
         }
         if let Some(signal) = signals::take_pending() {
-            signals::forward_to_group(pid, signal);
+            process::forward_to_group(pid, signal);
             let _ = child.wait();
             let _ = reader.join();
             return Err(Error::Interrupted);

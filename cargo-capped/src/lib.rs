@@ -5,7 +5,8 @@
 //! under the run-wide width and groups, with the host-safety hooks of
 //! [`run::host_safety`]: degrade, memory watchdog, NOFILE, EMFILE) → report (a stream of
 //! [`events::RunEvent`]s). Besides: [`preflight`] (`cargo capped preflight`) and [`gate`]
-//! (`cargo capped gate`).
+//! (`cargo capped gate`). Every child process is started, waited for and killed through
+//! [`process`].
 
 pub mod adapt;
 mod bench;
@@ -18,6 +19,7 @@ pub mod host;
 pub mod libtest;
 pub mod plan;
 pub mod preflight;
+pub mod process;
 pub mod reporter;
 pub mod run;
 pub mod watchdog;

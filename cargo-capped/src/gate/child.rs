@@ -2,16 +2,15 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use signal_hook::iterator::Signals;
 
 use super::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, signal_exit};
 use crate::host::HostRoot;
-use crate::host::process_tree::kill_process_group;
+use crate::process;
 
 /// The exit status a shell would give for `status`: the code, or 128 + the signal.
 pub(crate) fn exit_code(status: ExitStatus) -> i32 {
@@ -20,11 +19,6 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
         (None, Some(signal)) => signal_exit(signal),
         (None, None) => 1,
     }
-}
-
-/// Maps a raw signal number we forward to rustix's `Signal`.
-fn to_signal(raw: i32) -> Option<Signal> {
-    Signal::from_named_raw(raw)
 }
 
 /// Spawns `command` with `envs` in a new process group, forwards the signals `signals`
@@ -41,12 +35,10 @@ pub(crate) fn run(
         return EXIT_NOT_FOUND;
     };
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .envs(envs.iter().map(|(k, v)| (k, v)))
-        .process_group(0);
-    // If the gate dies (even by SIGKILL), its slot is freed: CMD must not outlive it.
-    crate::run::die_with_parent(&mut cmd);
-    let mut child = match cmd.spawn() {
+    cmd.args(args).envs(envs.iter().map(|(k, v)| (k, v)));
+    // Its own group, so forwarded signals reach all of it; and if the gate dies (even by
+    // SIGKILL), its slot is freed: CMD must not outlive it.
+    let mut child = match process::spawn(&mut cmd) {
         Ok(child) => child,
         Err(e) => {
             let shown = program.to_string_lossy();
@@ -71,9 +63,7 @@ pub(crate) fn run(
                 if *done {
                     break;
                 }
-                if let Some(signal) = to_signal(raw) {
-                    let _ = kill_process_group(pid, signal);
-                }
+                process::forward_to_group(pid, raw);
             }
         });
     if let Err(e) = &forwarder {
@@ -82,16 +72,9 @@ pub(crate) fn run(
         ));
     }
     // Wait for the exit without reaping, so the pid stays ours while the forwarder may
-    // still use it.
-    if let Some(raw) = Pid::from_raw(pid as i32) {
-        let wait = || {
-            rustix::process::waitid(
-                WaitId::Pid(raw),
-                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-            )
-        };
-        while let Err(rustix::io::Errno::INTR) = wait() {}
-    }
+    // still use it. A failure here (it cannot be: CMD is our unreaped child) shows in the
+    // `wait` below.
+    let _ = process::wait_exited(pid);
     *exited.lock().unwrap_or_else(|p| p.into_inner()) = true;
     let status = child.wait();
     handle.close();

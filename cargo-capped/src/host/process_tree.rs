@@ -1,5 +1,5 @@
-//! Process trees: the descendants of a pid, their summed resident memory, and signalling a
-//! process group.
+//! Process trees: the descendants of a pid and their summed resident memory (signalling
+//! them is [`crate::process`]'s).
 //!
 //! The memory watchdog calls [`TreeSampler::sample_many`] every ≤ 50 ms for the running test
 //! binaries, so one sample is one `readdir` of `/proc`, one read of each `/proc/<pid>/stat`
@@ -9,11 +9,8 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-pub use rustix::process::Signal;
 
 use super::{HostError, HostRoot, is_absent, read_into, status_field};
 
@@ -323,26 +320,6 @@ impl TreeSampler {
     }
 }
 
-/// Sends `signal` to every process of group `pgid`. Returns `Ok(false)` when the group no
-/// longer exists (`ESRCH`). Refuses `pgid` 0 and 1 (our own group, and init's), which are
-/// never a test's group.
-pub fn kill_process_group(pgid: u32, signal: Signal) -> io::Result<bool> {
-    let raw = i32::try_from(pgid).ok().filter(|&p| p > 1);
-    let pid = raw
-        .and_then(rustix::process::Pid::from_raw)
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("refusing to signal process group {pgid}"),
-            )
-        })?;
-    match rustix::process::kill_process_group(pid, signal) {
-        Ok(()) => Ok(true),
-        Err(rustix::io::Errno::SRCH) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Mean time of one [`TreeSampler::sample`] of `root`'s tree on the live system, over
 /// `iterations` samples (for `cargo xtask bench` and the watchdog's overhead report).
 pub fn bench_sample(root: u32, iterations: u32) -> Duration {
@@ -473,14 +450,13 @@ mod tests {
 
     #[test]
     fn live_tree_of_real_children_and_group_kill() {
-        use std::os::unix::process::CommandExt;
         // A shell in its own process group with two sleeping children.
-        let mut child = Command::new("sh")
-            .args(["-c", "sleep 30 & sleep 30 & wait"])
-            .stdin(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn sh");
+        let mut child = crate::process::spawn(
+            Command::new("sh")
+                .args(["-c", "sleep 30 & sleep 30 & wait"])
+                .stdin(Stdio::null()),
+        )
+        .expect("spawn sh");
         let pid = child.id();
         let mut sampler = TreeSampler::new(HostRoot::system());
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -494,7 +470,7 @@ mod tests {
         assert!(sample.root_alive);
         assert_eq!(sample.pids.len(), 3, "{sample:?}");
         assert!(sample.rss_bytes > 0);
-        assert!(kill_process_group(pid, Signal::KILL).unwrap());
+        assert!(crate::process::signal_group(pid, crate::process::Signal::KILL).unwrap());
         child.wait().unwrap();
         // The sleeps were in the group too; give the kernel a moment to reap them.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -513,14 +489,6 @@ mod tests {
         {
             assert!(Instant::now() < deadline, "group members survived SIGKILL");
             std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    #[test]
-    fn refuses_dangerous_groups() {
-        for pgid in [0, 1, u32::MAX] {
-            let err = kill_process_group(pgid, Signal::TERM).unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         }
     }
 }

@@ -1,41 +1,28 @@
-//! A test binary's process, from spawn to reap: started in a process group of its own and
-//! bound to the runner's life, its output read by threads, its exit observed without
-//! reaping it, killed as a group (SIGTERM, [`GRACE`], SIGKILL), and reaped.
+//! A test binary's process, from spawn to reap: started through [`crate::process`] (a
+//! process group of its own, bound to the runner's life), its output read by threads, its
+//! exit observed without reaping it, killed as a group (SIGTERM, [`GRACE`], SIGKILL), and
+//! reaped.
 //!
 //! ## Invariants
 //!
-//! * **Its own process group.** The child's pid is its process group id, so one signal
-//!   reaches everything it started that stayed in the group, and a terminal's Ctrl-C
-//!   reaches only the runner (which forwards it, see [`super::signals`]).
-//! * **Nothing outlives the runner.** Every child the runner spawns (test binaries here,
-//!   listing runs in [`super::list`], the `cargo test --no-run` build) is spawned with
-//!   [`die_with_parent`]: `PR_SET_PDEATHSIG` = SIGKILL, so if the runner dies, even by
-//!   SIGKILL, the kernel kills the child. The signal fires when the *thread* that forked the
-//!   child exits, not the process: test binaries are spawned from the run loop's thread
-//!   (the main thread, which lives as long as the runner), listing runs from listing
-//!   workers that wait for each child before they move on or exit, the build from the main
-//!   thread. Not covered: **grandchildren** a test spawns. They get the signal only if
-//!   the test arranges it; they are orphaned when the runner dies by SIGKILL (in a normal
-//!   run, and on Ctrl-C or a timeout, the SIGKILL to the process group ends those still in
-//!   it).
-//! * **No pid reuse.** The exit is observed with `waitid(WNOWAIT)`, which leaves the child
-//!   a zombie: its pid (the group id) cannot be reused while the runner SIGKILLs whatever the
-//!   child left in its group. Only then is it reaped ([`ChildProcess::reap_if_exited`]). So
-//!   no zombie and no orphan in the group survive a binary.
+//! * **Its own process group, and nothing outlives the runner**: see [`crate::process`].
+//!   Test binaries are spawned from the run loop's thread (the main thread, which lives as
+//!   long as the runner), so `PR_SET_PDEATHSIG` fires only when the runner dies.
+//! * **No pid reuse.** The exit is observed without reaping the child, so its pid (the group
+//!   id) cannot be reused while the runner SIGKILLs whatever the child left in its group.
+//!   Only then is it reaped ([`ChildProcess::reap_if_exited`]). So no zombie and no orphan
+//!   in the group survive a binary.
 //! * **Every exit wakes the loop.** Three threads per child send [`Wake`]s on the loop's
 //!   one channel: a reader per output stream (chunks, then `Closed`) and an exit waiter
-//!   (blocked in `waitid(WNOWAIT)`, then `Exited`). The loop thus learns of an exit at once,
-//!   not at its next periodic look.
+//!   (blocked in [`crate::process::wait_exited`], then `Exited`). The loop thus learns of an
+//!   exit at once, not at its next periodic look.
 
 use std::io::{self, Read};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
-
-use super::signals;
+use crate::process::{self, Termination};
 
 /// Between SIGTERM (timeout, Ctrl-C, watchdog) and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(2);
@@ -58,37 +45,12 @@ pub enum Wake {
     Exited { unit: usize },
 }
 
-/// Makes `command`'s process get SIGKILL when the thread that spawns it dies (however it
-/// dies, SIGKILL included): `PR_SET_PDEATHSIG` set between fork and exec. That thread waits
-/// in `spawn` until the exec, so it cannot die first unless the whole process does; then
-/// the child sees another parent and fails to start (`ESRCH`) instead of running unowned.
-/// Spawn from a thread that outlives the child (see the module doc). Used for every child
-/// of a run, and for the gate's command.
-pub fn die_with_parent(command: &mut Command) {
-    let parent = rustix::process::getpid();
-    // SAFETY: the closure runs in the forked child before exec and makes only two
-    // async-signal-safe syscalls (prctl, getppid); it allocates nothing on success, and
-    // on failure builds an `io::Error` from a raw code, which does not allocate either.
-    unsafe {
-        command.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-            if rustix::process::getppid() != Some(parent) {
-                return Err(io::Error::from_raw_os_error(
-                    rustix::io::Errno::SRCH.raw_os_error(),
-                ));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// A running (or exited, not yet finished) test binary.
 pub struct ChildProcess {
     child: Child,
     pid: u32,
-    /// When SIGTERM was sent (timeout, Ctrl-C, watchdog).
-    term_sent: Option<Instant>,
-    kill_sent: bool,
+    /// SIGTERM (timeout, Ctrl-C, watchdog), then SIGKILL after [`GRACE`].
+    termination: Termination,
     /// Output streams not yet at their end (of 2).
     open_streams: u8,
     status: Option<ExitStatus>,
@@ -99,16 +61,13 @@ pub struct ChildProcess {
 impl ChildProcess {
     /// Spawns `command` as the loop's binary `unit`: stdin null, stdout and stderr piped
     /// and read by threads of their own, in a new process group, killed if the runner dies
-    /// ([`die_with_parent`]: call this from the loop's thread), its exit reported on
-    /// `wake`.
+    /// ([`process::spawn`]: call this from the loop's thread), its exit reported on `wake`.
     pub fn spawn(mut command: Command, unit: usize, wake: &Sender<Wake>) -> io::Result<Self> {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        die_with_parent(&mut command);
-        let mut child = command.spawn()?;
+            .stderr(Stdio::piped());
+        let mut child = process::spawn(&mut command)?;
         let pid = child.id();
         for (stream, stderr) in [
             (
@@ -131,19 +90,16 @@ impl ChildProcess {
                 std::thread::spawn(move || read_stream(stream, unit, stderr, sender));
             }
         }
-        if let Some(raw) = Pid::from_raw(pid as i32) {
-            let sender = wake.clone();
-            // Without the waiter (no thread to be had), the loop's periodic look still
-            // sees the exit.
-            let _ = std::thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(move || wait_for_exit(raw, unit, sender));
-        }
+        let sender = wake.clone();
+        // Without the waiter (no thread to be had), the loop's periodic look still sees the
+        // exit.
+        let _ = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || wait_for_exit(pid, unit, sender));
         Ok(ChildProcess {
             child,
             pid,
-            term_sent: None,
-            kill_sent: false,
+            termination: Termination::new(pid, GRACE),
             open_streams: 2,
             status: None,
             exited_at: None,
@@ -173,32 +129,23 @@ impl ChildProcess {
     /// Sends SIGTERM to its group; SIGKILL follows after [`GRACE`]
     /// ([`ChildProcess::kill_after_grace`]).
     pub fn terminate(&mut self, now: Instant) {
-        signals::send_to_group(self.pid, Signal::TERM);
-        self.term_sent = Some(now);
+        self.termination.terminate(now);
     }
 
     /// Forwards the runner's `signal` (SIGINT, SIGTERM, SIGHUP) to its group, which counts
     /// as the SIGTERM of [`ChildProcess::terminate`] unless one was sent already.
     pub fn forward(&mut self, signal: i32, now: Instant) {
-        signals::forward_to_group(self.pid, signal);
-        self.term_sent.get_or_insert(now);
+        self.termination.forward(signal, now);
     }
 
     /// SIGKILLs its group now.
     pub fn kill(&mut self) {
-        signals::send_to_group(self.pid, Signal::KILL);
-        self.kill_sent = true;
+        self.termination.kill();
     }
 
     /// SIGKILLs its group once [`GRACE`] has passed since SIGTERM.
     pub fn kill_after_grace(&mut self, now: Instant) {
-        if !self.kill_sent
-            && self
-                .term_sent
-                .is_some_and(|sent| now.duration_since(sent) >= GRACE)
-        {
-            self.kill();
-        }
+        self.termination.kill_after_grace(now);
     }
 
     /// If it exited: SIGKILLs whatever it left in its group (its pid still held, so the
@@ -208,10 +155,10 @@ impl ChildProcess {
         if self.exited_at.is_some() {
             return true;
         }
-        if !exited_unreaped(self.pid) {
+        if !process::has_exited(self.pid) {
             return false;
         }
-        signals::send_to_group(self.pid, Signal::KILL);
+        process::kill_group(self.pid);
         self.status = self.child.wait().ok();
         self.exited_at = Some(now);
         true
@@ -230,36 +177,16 @@ impl ChildProcess {
     pub fn next_due(&self) -> Option<Instant> {
         match self.exited_at {
             Some(exited) => (self.open_streams > 0).then_some(exited + PIPE_GRACE),
-            None => self
-                .term_sent
-                .filter(|_| !self.kill_sent)
-                .map(|sent| sent + GRACE),
+            None => self.termination.next_due(),
         }
     }
 }
 
-/// Whether `pid` (our child) has exited, without reaping it.
-fn exited_unreaped(pid: u32) -> bool {
-    let Some(pid) = Pid::from_raw(pid as i32) else {
-        return true;
-    };
-    matches!(
-        rustix::process::waitid(
-            WaitId::Pid(pid),
-            WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
-        ),
-        Ok(Some(_)) | Err(_)
-    )
-}
-
 /// Blocks until child `pid` exits (without reaping it), then wakes the loop. When the loop
-/// reaped it first (it looked on its own), `waitid` fails with `ECHILD`: the wake is then
+/// reaped it first (it looked on its own), the wait fails with `ECHILD`: the wake is then
 /// a harmless extra.
-fn wait_for_exit(pid: Pid, unit: usize, wake: Sender<Wake>) {
-    while let Err(rustix::io::Errno::INTR) = rustix::process::waitid(
-        WaitId::Pid(pid),
-        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-    ) {}
+fn wait_for_exit(pid: u32, unit: usize, wake: Sender<Wake>) {
+    let _ = process::wait_exited(pid);
     let _ = wake.send(Wake::Exited { unit });
 }
 

@@ -3,7 +3,7 @@
 //! plain libtest binaries their names. Plain binaries are listed a second time with
 //! `--ignored` to learn which tests are ignored (unless the run's arguments already select
 //! ignored tests). Binaries are listed in parallel. Each listing run is in a process group of
-//! its own and dies with the runner ([`crate::run::die_with_parent`]).
+//! its own and dies with the runner ([`crate::process::spawn`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +16,7 @@ use capped_model::protocol::env;
 
 use crate::build::TestBinary;
 use crate::libtest::{LIST_ARGS, Listing, mark_ignored, parse_list};
+use crate::process;
 use crate::run::env::command_for;
 use crate::run::schedule::runs_ignored;
 use crate::run::signals;
@@ -96,12 +97,9 @@ fn run_list(binary: &TestBinary, args: ListArgs<'_>, ignored: bool) -> Result<St
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    // Dies with the runner; spawned from a listing worker, which waits for it (or kills
-    // it) before it moves on or exits, so the worker thread outlives it.
-    crate::run::die_with_parent(&mut command);
-    let child = command
-        .spawn()
+    // Its own group, dying with the runner; spawned from a listing worker, which waits for
+    // it (or kills it) before it moves on or exits, so the worker thread outlives it.
+    let child = process::spawn(&mut command)
         .map_err(|e| format!("cannot run {}: {e}", binary.path.display()))?;
     let pid = child.id();
     // Waiting on a thread lets us kill a binary that hangs while listing.
@@ -114,14 +112,14 @@ fn run_list(binary: &TestBinary, args: ListArgs<'_>, ignored: bool) -> Result<St
         match receiver.recv_timeout(Duration::from_millis(50)) {
             Ok(output) => break output.map_err(|e| format!("cannot list: {e}"))?,
             Err(_) if started.elapsed() > LIST_TIMEOUT => {
-                signals::send_to_group(pid, rustix::process::Signal::KILL);
+                process::kill_group(pid);
                 return Err(format!(
                     "`--list` did not finish within {}s; killed",
                     LIST_TIMEOUT.as_secs()
                 ));
             }
             Err(_) if signals::INTERRUPTED.load(Ordering::SeqCst) => {
-                signals::send_to_group(pid, rustix::process::Signal::KILL);
+                process::kill_group(pid);
                 return Err("the run was interrupted".to_string());
             }
             Err(_) => {}

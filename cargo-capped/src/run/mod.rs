@@ -38,7 +38,7 @@
 //!
 //! **Nothing outlives the runner**: every child it spawns (test binaries, listing runs, the
 //! build) gets SIGKILL from the kernel if the runner dies, even by SIGKILL
-//! ([`die_with_parent`]), so a killed run leaves no test binary holding slots. A test's own
+//! ([`crate::process`]), so a killed run leaves no test binary holding slots. A test's own
 //! children are not covered: a SIGKILLed runner cannot reach them (in any other ending,
 //! the SIGKILL to the binary's process group does).
 //!
@@ -80,7 +80,6 @@ mod units;
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime};
 
-pub use child::die_with_parent;
 pub use hooks::{MemoryEnd, RunHooks, WidthDecision};
 
 use crate::adapt::emfile::EmfileAdapter;

@@ -1,4 +1,5 @@
-//! SIGINT/SIGTERM/SIGHUP to the runner: noticed by flags, forwarded to every child group.
+//! SIGINT/SIGTERM/SIGHUP to the runner: noticed by flags, forwarded to every child group
+//! ([`crate::process::forward_to_group`]).
 //!
 //! Test binaries run in process groups of their own, so a terminal's Ctrl-C reaches only
 //! the runner; the runner forwards the signal to every child group, gives them a grace
@@ -6,8 +7,6 @@
 //! skips the grace period.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use rustix::process::{Pid, Signal, kill_process_group};
 
 /// Set once any of the signals arrived.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -40,23 +39,5 @@ pub fn take_pending() -> Option<i32> {
     match PENDING.swap(0, Ordering::SeqCst) {
         0 => None,
         signal => Some(signal as i32),
-    }
-}
-
-/// Sends `signal` (a raw number) to process group `pgid`; a group that is gone is fine.
-pub fn forward_to_group(pgid: u32, signal: i32) {
-    let signal = match signal {
-        signal_hook::consts::SIGINT => Signal::INT,
-        signal_hook::consts::SIGHUP => Signal::HUP,
-        signal_hook::consts::SIGKILL => Signal::KILL,
-        _ => Signal::TERM,
-    };
-    send_to_group(pgid, signal);
-}
-
-/// Sends `signal` to process group `pgid`, ignoring a group that is already gone.
-pub fn send_to_group(pgid: u32, signal: Signal) {
-    if let Some(pid) = Pid::from_raw(pgid as i32) {
-        let _ = kill_process_group(pid, signal);
     }
 }

@@ -4,7 +4,6 @@
 //! `cargo-capped` is a binary crate, so xtask cannot call these directly: the hidden
 //! subcommand `cargo capped __bench watchdog` (`crate::bench`) prints their rows.
 
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use serde::Serialize;
 #[cfg(test)]
 use super::DEFAULT_INTERVAL;
 use super::Watchdog;
-use crate::host::process_tree::{Signal, kill_process_group};
+use crate::process;
 
 /// The watchdog's cost while it watches `trees` idle process trees.
 #[derive(Debug, Clone, Serialize)]
@@ -63,18 +62,15 @@ struct Children(Vec<Child>);
 impl Drop for Children {
     fn drop(&mut self) {
         for child in &mut self.0 {
-            let _ = kill_process_group(child.id(), Signal::KILL);
+            process::kill_group(child.id());
             let _ = child.wait();
         }
     }
 }
 
 fn spawn_in_group(command: &mut Command) -> std::io::Result<Child> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .process_group(0)
-        .spawn()
+    command.stdin(Stdio::null()).stdout(Stdio::null());
+    process::spawn(command)
 }
 
 /// Watches `trees` sleeping processes (each its own group, with a cap they never reach) at

@@ -12,8 +12,9 @@
 //! ```no_run
 //! # fn demo(child: std::process::Child) {
 //! use std::time::Duration;
+//! use cargo_capped::watchdog::Watchdog;
 //! let watchdog = Watchdog::start(Duration::from_millis(50)).unwrap();
-//! let pid = child.id(); // spawned with `.process_group(0)`, so its pgid is its pid
+//! let pid = child.id(); // spawned with `process::spawn`, so its pgid is its pid
 //! let handle = watchdog.watch(pid, Some(pid), Some(300 << 20));
 //! // … wait for the child …
 //! let report = handle.finish();
@@ -54,7 +55,8 @@ use std::time::{Duration, Instant, SystemTime};
 use capped_model::units::format_size;
 
 use crate::host::HostRoot;
-use crate::host::process_tree::{Signal, TreeSample, TreeSampler, kill_process_group};
+use crate::host::process_tree::{TreeSample, TreeSampler};
+use crate::process;
 
 /// The longest interval between two samples the issue allows.
 pub const MAX_INTERVAL: Duration = Duration::from_millis(50);
@@ -234,18 +236,14 @@ type Killer = Arc<dyn Fn(&KillOrder) + Send + Sync>;
 
 /// SIGKILLs the group and every member, never this process or its own group.
 fn kill_tree(order: &KillOrder) {
-    let me = std::process::id();
     let my_group = rustix::process::getpgrp().as_raw_nonzero().get() as u32;
     if let Some(pgid) = order.pgid.filter(|&g| g != my_group) {
-        let _ = kill_process_group(pgid, Signal::KILL);
+        process::kill_group(pgid);
     }
+    // Members that left the group (`setsid`, their own `process_group`) still count
+    // towards the tree's memory.
     for &pid in &order.pids {
-        if pid <= 1 || pid == me {
-            continue;
-        }
-        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-        }
+        process::kill_one(pid);
     }
 }
 

@@ -2,7 +2,7 @@ use super::*;
 use crate::host::tests::fake_root;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -289,19 +289,19 @@ fn allocating_2gib_under_a_300mib_cap_is_killed_soon_after_crossing() {
         return;
     }
     let watchdog = Watchdog::start(DEFAULT_INTERVAL).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "watchdog::tests::allocating_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ALLOC_CHILD, "2048")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut child = process::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "watchdog::tests::allocating_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ALLOC_CHILD, "2048")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
     let pid = child.id();
     let handle = watchdog.watch(pid, Some(pid), Some(300 * MIB));
     let stdout = child.stdout.take().unwrap();
@@ -335,7 +335,7 @@ fn allocating_2gib_under_a_300mib_cap_is_killed_soon_after_crossing() {
             std::thread::sleep(Duration::from_millis(20));
         }
         if !guard_done.load(Ordering::Relaxed) {
-            let _ = kill_process_group(pid, Signal::KILL);
+            process::kill_group(pid);
         }
     });
     let status = child.wait().unwrap();
@@ -403,17 +403,13 @@ fn run_watches_start_on_first_poll_and_report_on_finish() {
 #[test]
 fn a_sigkill_we_did_not_send_is_a_likely_oom_kill() {
     let watchdog = Watchdog::start(Duration::from_millis(10)).unwrap();
-    let mut child = Command::new("sleep")
-        .arg("30")
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut child = process::spawn(Command::new("sleep").arg("30")).unwrap();
     let pid = child.id();
     let handle = watchdog.watch(pid, Some(pid), Some(1 << 40));
     wait_until("a sample", Duration::from_secs(10), || {
         handle.snapshot().samples > 0
     });
-    kill_process_group(pid, Signal::KILL).unwrap();
+    process::signal_group(pid, process::Signal::KILL).unwrap();
     let status = child.wait().unwrap();
     let report = handle.finish();
     assert!(report.peak_rss > 0);
