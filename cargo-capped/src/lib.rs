@@ -8,7 +8,6 @@
 //! (`cargo capped gate`).
 
 pub mod adapt;
-mod bench;
 pub mod build;
 pub mod cli;
 pub mod errors;
@@ -60,7 +59,6 @@ fn dispatch(cli: Cli) -> Result<i32> {
     match &cli.command {
         Command::Gate(args) => return Ok(gate::run(args)),
         Command::Preflight(args) => return Ok(preflight::command::run(args)),
-        Command::Bench(args) => return bench::run(args.what),
         _ => {}
     }
     if let Err(e) = run::signals::install() {
@@ -77,7 +75,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Run(args) => run_tests(&args.profile, args.run),
         Command::List(args) => list_tests(args),
-        Command::Gate(_) | Command::Preflight(_) | Command::Bench(_) => {
+        Command::Gate(_) | Command::Preflight(_) => {
             unreachable!("dispatched above")
         }
     }

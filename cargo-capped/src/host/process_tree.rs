@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 pub use rustix::process::Signal;
 
@@ -279,7 +278,6 @@ impl TreeSampler {
 
     /// The members of `root`'s tree (itself and its descendants, plus the members of
     /// process group `pgid` when given) and their summed `VmRSS`.
-    #[cfg_attr(not(test), allow(dead_code))] // used by bench_sample and tests
     pub fn sample(&mut self, root: u32, pgid: Option<u32>) -> Result<TreeSample, HostError> {
         let mut samples = self.sample_many(&[(root, pgid)])?;
         Ok(samples.pop().unwrap_or(TreeSample {
@@ -343,23 +341,12 @@ pub fn kill_process_group(pgid: u32, signal: Signal) -> io::Result<bool> {
     }
 }
 
-/// Mean time of one [`TreeSampler::sample`] of `root`'s tree on the live system, over
-/// `iterations` samples (for `cargo xtask bench` and the watchdog's overhead report).
-pub fn bench_sample(root: u32, iterations: u32) -> Duration {
-    let mut sampler = TreeSampler::new(HostRoot::system());
-    let iterations = iterations.max(1);
-    let start = Instant::now();
-    for _ in 0..iterations {
-        let _ = std::hint::black_box(sampler.sample(root, Some(root)));
-    }
-    start.elapsed() / iterations
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::tests::{fake_root, fixture};
     use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
 
     #[test]
     fn comm_with_spaces_and_parens() {

@@ -38,10 +38,10 @@
 //!    each binary also gets a child cgroup with `memory.max`, whose `oom_kill` count is read
 //!    at its end; otherwise `-v` prints the [`cgroup::Skip`] reason once.
 //!
-//! The numbers for `cargo xtask bench` (`cargo capped __bench watchdog`) come from
-//! [`bench::bench_overhead`] and [`bench::bench_kill_latency`].
+//! The numbers for `cargo xtask bench` come from the `host_safety` bench target
+//! (`cargo bench -p cargo-capped --bench host_safety -- watchdog`), through
+//! [`Watchdog::start_tuned`], [`Watchdog::cpu_time`] and [`Watchdog::stats`].
 
-pub mod bench;
 pub mod cgroup;
 
 use std::collections::BTreeMap;
