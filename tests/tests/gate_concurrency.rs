@@ -1,6 +1,6 @@
-//! `cargo capped gate` end to end, against the real binary: the seeds' concurrency smoke
-//! test made a test (five jobs recording start and end never overlap under `--max 1`; at
-//! most two, and at least once two, under `--max 2`), a SIGKILLed holder freeing its slot,
+//! `cargo capped gate` end to end, against the real binary: five jobs recording start and
+//! end never overlap under `--max 1` (at most two, and at least once two, under
+//! `--max 2`), a SIGKILLed holder freeing its slot,
 //! `--timeout` naming the holder, CMD's exit status passing through, bad names refused.
 //! (The same behaviours are unit-tested in `cargo-capped/src/gate/tests.rs`.)
 
@@ -192,7 +192,7 @@ fn a_sigkilled_holder_frees_its_slot() {
         describe(&output)
     );
     eprintln!("the next gate ran {took:?} after the holder was SIGKILLed");
-    // The issue asks for "within a second"; a noisy 2-core host gets 3 s here.
+    // A freed slot should be taken within a second; a noisy 2-core host gets 3 s here.
     assert!(took < Duration::from_secs(3), "{took:?}");
     // The holder's CMD died with it (PR_SET_PDEATHSIG).
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -1,5 +1,6 @@
 //! `cargo capped gate --group NAME [--max N] [--timeout DUR] -- CMD [ARGS]`: run a command
-//! while holding a host-wide slot of a group (the seeds' `e2e-gate.sh`, made safe).
+//! while holding a host-wide slot of a group (what ad-hoc `flock` wrapper scripts do, made
+//! safe: the slot is freed when the gate dies, and waiting says who holds it).
 //!
 //! The gate takes one slot of group `NAME` in the **host** lock dir (the same lock files
 //! `#[capped(group = "NAME")]` tests and `cargo capped` runs use, so a gated script and a

@@ -6,7 +6,7 @@
 //! one environment map ([`Plan::env_for_run`]) from which both the runner and every test
 //! process compute their [`capped_model::Caps`], so both sides agree.
 //!
-//! Host safety (issue 5) is planned here too: the `[preflight]` thresholds that decide
+//! Host safety is planned here too: the `[preflight]` thresholds that decide
 //! whether a busy host degrades the run ([`Plan::thresholds`], [`Plan::degrade`]), the memory
 //! cap per test binary ([`Plan::mem_limit`]), the memory budget every test process shares
 //! ([`Plan::mem_budget`], by default three quarters of the memory available at start,

@@ -56,7 +56,9 @@ use capped_model::units::format_size;
 use crate::host::HostRoot;
 use crate::host::process_tree::{Signal, TreeSample, TreeSampler, kill_process_group};
 
-/// The longest interval between two samples the issue allows.
+/// The longest interval between two samples: a tree allocating hundreds of MiB/s must be
+/// killed within a second of crossing its cap, long before the kernel's OOM killer picks a
+/// victim of its own.
 pub const MAX_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The interval the runner uses: the cap is crossed at most this long before it is seen.

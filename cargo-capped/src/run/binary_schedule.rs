@@ -1,4 +1,6 @@
-//! The scheduling decisions of the run, kept pure so they can be tested alone.
+//! The run's scheduling decisions over test binaries (which unit starts, with how many
+//! width slots, on which tests), kept pure so they can be tested alone. Inside a harness
+//! binary, which test starts next is `capped-test`'s harness scheduler's decision.
 //!
 //! ## Invariants
 //!
