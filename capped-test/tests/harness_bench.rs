@@ -10,7 +10,7 @@
 //!   (`harness_noop`) against libtest running 2000 plain `#[test]`s and 2000 `#[capped]`
 //!   tests (`harness_noop_libtest`), all with `--test-threads 2`, in one process each; and
 //!   against `cargo nextest run` (a process per test) for reference;
-//! * the makespan of the mixed suite (width 2, 3 gpu tests of 300 ms, 6 light tests
+//! * the makespan of a mixed suite whose best schedule is known (width 2, 3 gpu tests of 300 ms, 6 light tests
 //!   of 200 ms; best schedule 1100 ms) under the capped harness and under libtest.
 //!
 //! Each result is printed for people and as one line `capped-bench {json}` for

@@ -79,26 +79,6 @@ pub enum Command {
             SIGHUP are forwarded; the slot is freed when CMD exits or the gate dies, even by SIGKILL."
     )]
     Gate(crate::gate::GateArgs),
-    /// Benchmarks of the host-safety parts, for `cargo xtask bench` (JSON lines on stdout).
-    #[command(name = "__bench", hide = true)]
-    Bench(BenchArgs),
-}
-
-/// `__bench WHAT`: internal benchmarks printing `{"bench":..,"value":..,"unit":..}` lines.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// What to measure.
-    #[arg(value_enum)]
-    pub what: BenchWhat,
-}
-
-/// The internal benchmarks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchWhat {
-    /// The memory watchdog: CPU overhead while trees are watched, crossing-to-kill latency.
-    Watchdog,
-    /// The cost of a full preflight report and of the degrade readings between binaries.
-    Preflight,
 }
 
 /// `t1`/`t2`: the run options; the profile is implied.
@@ -703,13 +683,6 @@ mod tests {
         assert!(parse(&["cargo-capped", "gate", "--group", "GPU", "--", "true"]).is_err());
         let cli = parse(&["cargo-capped", "preflight", "--message-format", "json"]).unwrap();
         assert!(matches!(cli.command, Command::Preflight(_)));
-        let cli = parse(&["cargo-capped", "__bench", "watchdog"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Bench(BenchArgs {
-                what: BenchWhat::Watchdog
-            })
-        ));
         let help = Cli::command().render_long_help().to_string();
         assert!(
             help.contains("preflight") && help.contains("gate"),

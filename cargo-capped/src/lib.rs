@@ -9,7 +9,6 @@
 //! [`process`].
 
 pub mod adapt;
-mod bench;
 pub mod build;
 pub mod cli;
 pub mod errors;
@@ -62,7 +61,6 @@ fn dispatch(cli: Cli) -> Result<i32> {
     match &cli.command {
         Command::Gate(args) => return Ok(gate::run(args)),
         Command::Preflight(args) => return Ok(preflight::command::run(args)),
-        Command::Bench(args) => return bench::run(args.what),
         _ => {}
     }
     if let Err(e) = run::signals::install() {
@@ -79,7 +77,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Run(args) => run_tests(&args.profile, args.run),
         Command::List(args) => list_tests(args),
-        Command::Gate(_) | Command::Preflight(_) | Command::Bench(_) => {
+        Command::Gate(_) | Command::Preflight(_) => {
             unreachable!("dispatched above")
         }
     }

@@ -106,7 +106,7 @@ fn a_test_past_the_memory_cap_is_killed_named_and_the_run_goes_on() {
         last_bytes < 1024 * MIB,
         "killed long before 2 GiB: {last_bytes}"
     );
-    // The issue asks for the kill within a second of the crossing; a noisy host gets 2 s.
+    // The aim is a kill within a second of the crossing; a noisy host gets 2 s.
     assert!(lived_ms < 2000.0, "lived {lived_ms} ms past the cap");
 }
 

@@ -6,7 +6,7 @@
 //! parking that thread while light tests queue behind it. This harness knows every test's
 //! resources before it starts any, and starts a test only when it can take all of them at
 //! once, without blocking (cross-process lock-file slots included); while `gpu` is busy the
-//! light tests keep every other slot busy. See the `scheduler` module for the algorithm,
+//! light tests keep every other slot busy. See the `test_scheduler` module for the algorithm,
 //! its priorities and anti-starvation.
 //!
 //! # What it keeps from libtest
@@ -47,8 +47,8 @@
 mod args;
 mod report;
 mod runner;
-mod scheduler;
 mod select;
+mod test_scheduler;
 
 use crate::init::ensure_init;
 use crate::run_test::timeout_for;

@@ -20,8 +20,8 @@ use capped_model::units::format_duration;
 
 use super::args::Args;
 use super::report::{Counts, Report, Shown};
-use super::scheduler::{Picked, Scheduler, Shape, priority_order};
 use super::select::{Selected, shuffled};
+use super::test_scheduler::{Picked, Scheduler, Shape, priority_order};
 
 /// How long the other running tests may go on after a test timed out.
 pub(crate) const TIMEOUT_GRACE: Duration = Duration::from_secs(5);

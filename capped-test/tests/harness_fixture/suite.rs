@@ -59,7 +59,7 @@ mod fixture {
     }
 }
 
-/// The example: with width 2, 3 gpu tests of 3 units and 6 light tests of 2 units
+/// A suite whose best schedule is known, to measure the scheduler against: with width 2, 3 gpu tests of 3 units and 6 light tests of 2 units
 /// take 11 units at best.
 mod mixed {
     use super::fixture::work;

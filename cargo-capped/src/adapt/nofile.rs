@@ -183,7 +183,7 @@ mod tests {
         );
     }
 
-    /// The check: a test opening 1500 files passes under a soft limit of 512 once
+    /// The case the raise exists for: a test opening 1500 files passes under a soft limit of 512 once
     /// the runner raised it. Changing our own limit would affect the other tests of this
     /// binary, so a child (this test binary, re-run) lowers its soft limit to 512, calls
     /// `raise_at_start` and opens 1500 files.
@@ -212,7 +212,9 @@ mod tests {
             };
             let error = open_all().expect_err("512 descriptors cannot hold 1500 files");
             assert_eq!(error.raw_os_error(), Some(24), "{error}");
-            assert!(super::super::emfile::looks_like_emfile(&error.to_string()));
+            assert!(super::super::emfile_policy::looks_like_emfile(
+                &error.to_string()
+            ));
             let notices = raise_at_start(1);
             assert!(notices[0].contains("from 512 to"), "{notices:?}");
             let files = open_all().expect("the raised limit holds 1500 files");

@@ -1,5 +1,6 @@
 //! `cargo capped gate --group NAME [--max N] [--timeout DUR] -- CMD [ARGS]`: run a command
-//! while holding a host-wide slot of a group (the seeds' `e2e-gate.sh`, made safe).
+//! while holding a host-wide slot of a group (what ad-hoc `flock` wrapper scripts do, made
+//! safe: the slot is freed when the gate dies, and waiting says who holds it).
 //!
 //! The gate takes one slot of group `NAME` in the **host** lock dir (the same lock files
 //! `#[capped(group = "NAME")]` tests and `cargo capped` runs use, so a gated script and a
@@ -25,12 +26,24 @@
 //!
 //! # Inside CMD
 //!
-//! * `CAPPED_SLOT_<NAME>` is the slot held; `CAPPED_LOCK_DIR` the host lock dir used.
+//! CMD inherits the gate's environment with only these added or replaced, so that what it
+//! runs gets the caps its caller chose and no others:
+//!
+//! * `CAPPED_SLOT_<NAME>` is the slot held; `CAPPED_LOCK_DIR` the host lock dir used, so
+//!   that nested gates, runs and tests take their slots from the same lock files.
 //! * `CAPPED_GROUPS` gets `NAME=1@workspace`: tests inside CMD that take the same group
 //!   again (`#[capped(group = "NAME")]`) must not wait for the slot the gate itself holds
 //!   (that would never end), so inside the gated job the group serializes per workspace
 //!   instead, one holder at a time. Their `capped_test::slot("NAME")` is then 0, whatever
 //!   slot the gate holds; read `CAPPED_SLOT_<NAME>` for the gate's.
+//! * Thread caps only when asked ([`ThreadArgs`]): `--profile NAME` gives the rayon, BLAS
+//!   and async thread counts that capped profile resolves to, `--rayon-threads`,
+//!   `--blas-threads` and `--async-threads` set one each (over the profile's). Each is set
+//!   both as the pool's own variable (`RAYON_NUM_THREADS`; `OMP_NUM_THREADS`,
+//!   `OPENBLAS_NUM_THREADS`, `MKL_NUM_THREADS`, `NUMEXPR_NUM_THREADS`;
+//!   `TOKIO_WORKER_THREADS`) and as the `CAPPED_*` one, which `capped-test` reads first, so
+//!   an inherited `CAPPED_RAYON_THREADS` cannot override the cap. A gate is a lock, not a
+//!   profile: without these flags CMD's thread pools are whatever its caller set.
 //! * A gate whose slot is already held by one of its **ancestors** (a gate inside a gate,
 //!   or inside a test or run holding that group) runs CMD at once under that slot instead
 //!   of waiting for itself.
@@ -46,7 +59,7 @@ mod child;
 mod holders;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use capped_model::protocol::{self, env};
@@ -79,6 +92,12 @@ pub const FORWARDED_SIGNALS: [i32; 3] = [
 #[command(
     after_help = "CMD runs in its own process group with CAPPED_SLOT_<NAME>=<slot>; SIGINT, SIGTERM and SIGHUP are forwarded to it. \
         The slot is freed when CMD exits or the gate dies (even by SIGKILL).\n\n\
+        CMD's environment is the gate's plus exactly: CAPPED_SLOT_<NAME> (the slot held), CAPPED_LOCK_DIR (the host lock dir, \
+        so nested gates, runs and tests share it) and CAPPED_GROUPS (the inherited groups with NAME=1@workspace, so tests \
+        inside CMD that take NAME again do not wait for the gate's own slot). Thread caps only when asked: --profile, \
+        --rayon-threads, --blas-threads and --async-threads set RAYON_NUM_THREADS, OMP_NUM_THREADS/OPENBLAS_NUM_THREADS/\
+        MKL_NUM_THREADS/NUMEXPR_NUM_THREADS and TOKIO_WORKER_THREADS, each with its CAPPED_RAYON_THREADS, \
+        CAPPED_BLAS_THREADS or CAPPED_ASYNC_THREADS twin.\n\n\
         Exit status: CMD's own; 128+N when CMD was killed by signal N; 124 when --timeout passed before a slot was free; \
         2 bad usage (group name, lock dir, config); 126 CMD cannot be executed; 127 CMD not found."
 )]
@@ -100,9 +119,75 @@ pub struct GateArgs {
     /// Do not say who holds the slot while waiting (errors and timeouts are still shown).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Thread caps for CMD; none unless asked.
+    #[command(flatten)]
+    pub threads: ThreadArgs,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// The thread caps `cargo capped gate` hands CMD: none unless one of these is given.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ThreadArgs {
+    /// Give CMD the rayon, BLAS and async thread caps of capped profile NAME (from
+    /// .config/capped.toml found from the current dir, or the built-in t1/t2), as its tests
+    /// would get them under `cargo capped run --profile NAME`.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Give CMD N rayon threads: RAYON_NUM_THREADS and CAPPED_RAYON_THREADS (over --profile's).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rayon_threads: Option<u32>,
+    /// Give CMD N BLAS/OpenMP threads: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
+    /// MKL_NUM_THREADS, NUMEXPR_NUM_THREADS and CAPPED_BLAS_THREADS (over --profile's).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub blas_threads: Option<u32>,
+    /// Give CMD N async worker threads: TOKIO_WORKER_THREADS and CAPPED_ASYNC_THREADS
+    /// (over --profile's).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub async_threads: Option<u32>,
+}
+
+/// The thread-cap variables for CMD that `threads` asks for (none when it asks for none),
+/// the profile found from `cwd`. Errors (an unknown profile, a bad config) name the place.
+fn thread_env(threads: &ThreadArgs, cwd: &Path) -> Result<Vec<(String, String)>, String> {
+    let (mut rayon, mut blas, mut asynchronous) = (None, None, None);
+    if let Some(name) = &threads.profile {
+        let config = capped_model::config::Config::discover(cwd).map_err(|e| e.to_string())?;
+        if config.profile(name).is_none() {
+            let known: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
+            return Err(format!(
+                "unknown capped profile `{name}` (known: {})",
+                known.join(", ")
+            ));
+        }
+        // The same resolution tests under that profile get (defaults, deterministic mode),
+        // from nothing but the profile: the caller's own caps are not the profile's.
+        let only_profile = |var: &str| (var == env::PROFILE).then(|| name.clone());
+        let caps = Caps::from_sources(&only_profile, &[], Some(&config))
+            .map_err(|e| format!("capped profile `{name}`: {e}"))?;
+        rayon = Some(caps.rayon_threads());
+        blas = Some(caps.blas_threads());
+        asynchronous = Some(caps.async_threads());
+    }
+    let rayon = threads.rayon_threads.or(rayon);
+    let blas = threads.blas_threads.or(blas);
+    let asynchronous = threads.async_threads.or(asynchronous);
+    let mut vars = Vec::new();
+    let mut set = |names: &[&str], n: u32| {
+        vars.extend(names.iter().map(|name| (name.to_string(), n.to_string())));
+    };
+    if let Some(n) = rayon {
+        set(&[env::RAYON_THREADS, "RAYON_NUM_THREADS"], n);
+    }
+    if let Some(n) = blas {
+        set(&[env::BLAS_THREADS], n);
+        set(&env::BLAS_VARS, n);
+    }
+    if let Some(n) = asynchronous {
+        set(&[env::ASYNC_THREADS, "TOKIO_WORKER_THREADS"], n);
+    }
+    Ok(vars)
 }
 
 fn group_name(text: &str) -> Result<String, String> {
@@ -123,7 +208,7 @@ enum MaxSource {
 fn resolve_max(
     args: &GateArgs,
     get: &dyn Fn(&str) -> Option<String>,
-    cwd: &std::path::Path,
+    cwd: &Path,
 ) -> Result<(u32, MaxSource), String> {
     if let Some(max) = args.max {
         return Ok((max, MaxSource::Flag));
@@ -190,6 +275,13 @@ pub fn run(args: &GateArgs) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let (max, source) = match resolve_max(args, &get_env, &cwd) {
         Ok(found) => found,
+        Err(message) => {
+            say(&format!("error: {message}"));
+            return EXIT_USAGE;
+        }
+    };
+    let thread_vars = match thread_env(&args.threads, &cwd) {
+        Ok(vars) => vars,
         Err(message) => {
             say(&format!("error: {message}"));
             return EXIT_USAGE;
@@ -318,6 +410,7 @@ pub fn run(args: &GateArgs) -> i32 {
         env::GROUPS.to_string(),
         child_groups(get_env(env::GROUPS).as_deref(), &args.group),
     ));
+    slot_env.extend(thread_vars);
     let code = child::run(&args.command, &slot_env, signals, args.quiet);
     // The slot is released only now, after CMD has exited.
     drop(guard);

@@ -309,6 +309,7 @@ fn bad_input_is_refused_with_status_2() {
         timeout: None,
         lock_dir: None,
         quiet: true,
+        threads: ThreadArgs::default(),
         command: vec!["true".into()],
     };
     assert_eq!(run(&args), EXIT_USAGE);
@@ -349,6 +350,7 @@ fn max_comes_from_flag_env_config_or_defaults_to_one() {
         timeout: None,
         lock_dir: None,
         quiet: true,
+        threads: ThreadArgs::default(),
         command: vec!["true".into()],
     };
     let no_env = |_: &str| None;
@@ -400,4 +402,56 @@ fn help_documents_the_exit_statuses() {
         .to_string();
     assert!(help.contains("124 when --timeout passed"), "{help}");
     assert!(help.contains("--group <NAME>"), "{help}");
+}
+
+#[test]
+fn thread_caps_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = |threads: ThreadArgs| -> std::collections::BTreeMap<String, String> {
+        thread_env(&threads, dir.path())
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    assert!(vars(ThreadArgs::default()).is_empty());
+    let t2 = vars(ThreadArgs {
+        profile: Some("t2".into()),
+        ..ThreadArgs::default()
+    });
+    assert_eq!(t2["RAYON_NUM_THREADS"], "2");
+    assert_eq!(t2["CAPPED_RAYON_THREADS"], "2");
+    assert_eq!(t2["OMP_NUM_THREADS"], "1");
+    assert_eq!(t2["MKL_NUM_THREADS"], "1");
+    assert_eq!(t2["CAPPED_BLAS_THREADS"], "1");
+    assert_eq!(t2["TOKIO_WORKER_THREADS"], "2");
+    let rayon_only = vars(ThreadArgs {
+        rayon_threads: Some(3),
+        ..ThreadArgs::default()
+    });
+    assert_eq!(
+        rayon_only.keys().collect::<Vec<_>>(),
+        ["CAPPED_RAYON_THREADS", "RAYON_NUM_THREADS"]
+    );
+    let over = vars(ThreadArgs {
+        profile: Some("t1".into()),
+        blas_threads: Some(4),
+        ..ThreadArgs::default()
+    });
+    assert_eq!(
+        (
+            over["RAYON_NUM_THREADS"].as_str(),
+            over["OMP_NUM_THREADS"].as_str()
+        ),
+        ("1", "4")
+    );
+    let error = thread_env(
+        &ThreadArgs {
+            profile: Some("nope".into()),
+            ..ThreadArgs::default()
+        },
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(error.contains("unknown capped profile `nope`"), "{error}");
+    assert!(error.contains("t1, t2"), "{error}");
 }

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use super::{HostError, HostRoot, is_absent, read_into, status_field};
 
@@ -276,7 +275,6 @@ impl TreeSampler {
 
     /// The members of `root`'s tree (itself and its descendants, plus the members of
     /// process group `pgid` when given) and their summed `VmRSS`.
-    #[cfg_attr(not(test), allow(dead_code))] // used by bench_sample and tests
     pub fn sample(&mut self, root: u32, pgid: Option<u32>) -> Result<TreeSample, HostError> {
         let mut samples = self.sample_many(&[(root, pgid)])?;
         Ok(samples.pop().unwrap_or(TreeSample {
@@ -320,23 +318,12 @@ impl TreeSampler {
     }
 }
 
-/// Mean time of one [`TreeSampler::sample`] of `root`'s tree on the live system, over
-/// `iterations` samples (for `cargo xtask bench` and the watchdog's overhead report).
-pub fn bench_sample(root: u32, iterations: u32) -> Duration {
-    let mut sampler = TreeSampler::new(HostRoot::system());
-    let iterations = iterations.max(1);
-    let start = Instant::now();
-    for _ in 0..iterations {
-        let _ = std::hint::black_box(sampler.sample(root, Some(root)));
-    }
-    start.elapsed() / iterations
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::tests::{fake_root, fixture};
     use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
 
     #[test]
     fn comm_with_spaces_and_parens() {

@@ -6,9 +6,6 @@
 //! which tests are running when several threads run, so the parser infers what it can and the
 //! runner tells it the rest (why the binary ended, harness events) when the binary is done.
 
-// The runner calls into these modules; until every item is wired up some are unused.
-#![allow(dead_code, unused_imports)]
-
 use std::borrow::Cow;
 
 pub mod list;

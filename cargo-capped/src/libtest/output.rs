@@ -92,8 +92,6 @@ pub enum KillReason {
     },
     /// The run was interrupted (Ctrl-C).
     Interrupted,
-    /// Something else; the text says what (`the run's deadline passed`).
-    Other(String),
 }
 
 /// How a binary ended, as the runner saw it.
@@ -1078,7 +1076,6 @@ enum Fate {
         by_watchdog: bool,
     },
     Interrupted,
-    Killed(String),
     Crashed(String),
     Exited(i32),
     /// libtest printed its summary; `terse` (`-q`) output names only failures.
@@ -1101,7 +1098,6 @@ impl Fate {
                 by_watchdog: *by_watchdog,
             },
             Some(KillReason::Interrupted) => Fate::Interrupted,
-            Some(KillReason::Other(why)) => Fate::Killed(why.clone()),
             None if normal_end => Fate::Normal { terse },
             None => match (end.signal, end.exit_code) {
                 (Some(signal), _) => Fate::Crashed(describe_signal(signal)),
@@ -1162,16 +1158,6 @@ impl Fate {
                 not_run("the run was interrupted while this test was running".into())
             }
             Fate::Interrupted => not_run("the run was interrupted before this test ran".into()),
-            Fate::Killed(why) if was_running => (
-                TestStatus::Failed,
-                Some(format!(
-                    "killed while this test was running: {why}{}",
-                    others()
-                )),
-            ),
-            Fate::Killed(why) => not_run(format!(
-                "its binary was killed ({why}) before this test ran"
-            )),
             Fate::Crashed(how) if was_running => (
                 TestStatus::Failed,
                 Some(format!(

@@ -7,7 +7,7 @@
 //! ([`Plan::caps`]). [`Plan::env_for_run`] writes them into every test process's environment,
 //! from which the test process reads the same caps back, so both sides agree.
 //!
-//! Host safety (issue 5) is planned here too: the `[preflight]` thresholds that decide
+//! Host safety is planned here too: the `[preflight]` thresholds that decide
 //! whether a busy host degrades the run ([`Plan::thresholds`], [`Plan::degrade`]), the memory
 //! cap per test binary ([`Plan::mem_limit`]), the memory budget every test process shares
 //! ([`capped_model::Caps::mem_budget`] of [`Plan::caps`], by default three quarters of the

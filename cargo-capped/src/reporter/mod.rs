@@ -13,9 +13,6 @@
 //! The runner calls [`Reporter::event`] for every event, in order, ending with
 //! [`RunEvent::RunFinished`], then [`Reporter::finish`].
 
-// The runner calls into this module; until every item is wired up some are unused.
-#![allow(dead_code)]
-
 pub mod human;
 pub mod json;
 pub mod junit;

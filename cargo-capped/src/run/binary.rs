@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use capped_model::Guard;
 
+use super::binary_schedule;
 use super::child::ChildProcess;
 use super::events_tail::EventsTail;
-use super::schedule;
 use crate::build::TestBinary;
 use crate::events::TestResult;
 use crate::libtest::{KillReason, Listing, OutputParser};
@@ -59,7 +59,7 @@ impl Unit {
         selection: Option<Vec<String>>,
         test_args: &[String],
     ) -> Unit {
-        let runnable = schedule::runnable(&listing.tests, test_args).len();
+        let runnable = binary_schedule::runnable(&listing.tests, test_args).len();
         Unit {
             binary,
             listing,

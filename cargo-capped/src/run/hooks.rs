@@ -34,7 +34,8 @@ pub struct MemoryEnd {
     pub killed: Option<KillReason>,
 }
 
-/// Host-safety hooks (issue 5). The defaults do nothing.
+/// Host-safety hooks: degrade, memory watchdog, NOFILE and EMFILE adaptation. The defaults
+/// do nothing, so a run without host safety (and the runner's tests) pay nothing for it.
 pub trait RunHooks {
     /// Once, before the first binary is listed or spawned, for a run of `width`: lines to
     /// show (a raised open-files limit, a warning that it is low).

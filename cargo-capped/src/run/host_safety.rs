@@ -1,4 +1,4 @@
-//! The host-safety hooks of a run (issue 5): what [`super::RunHooks`] does in a real run.
+//! The host-safety hooks of a run: what [`super::RunHooks`] does in a real run.
 //!
 //! * **NOFILE**: before anything is spawned, the runner's soft `RLIMIT_NOFILE` is raised to
 //!   the hard limit (every test process inherits it); a hard limit low for the width is a

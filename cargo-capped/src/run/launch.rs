@@ -1,5 +1,5 @@
 //! Starting binaries: which pending unit starts next, with how many width slots, and the
-//! spawn itself (its command line and environment). The choices are [`super::schedule`]'s;
+//! spawn itself (its command line and environment). The choices are [`super::binary_schedule`]'s;
 //! this is where they meet the lock files and the process table.
 //!
 //! ## Invariants
@@ -8,7 +8,7 @@
 //!   (width `k` and its claimed groups, all or nothing): a busy resource passes the unit over
 //!   until a later look, it never blocks the loop or holds a part while waiting.
 //! * The estimate of the width in use (a plain binary's `k`, a harness binary's
-//!   [`schedule::harness_demand`]) only decides what to *try*; the lock files decide what
+//!   [`binary_schedule::harness_demand`]) only decides what to *try*; the lock files decide what
 //!   runs, so the width holds whatever the estimate says.
 //! * Deterministic mode starts one unit at a time.
 
@@ -19,11 +19,11 @@ use capped_model::protocol::{self, GroupLimit, ListedTest, env as vars, now_us};
 use capped_model::{Guard, Request, Scope};
 
 use super::binary::{RunningBinary, State, Unit};
+use super::binary_schedule;
 use super::child::ChildProcess;
 use super::env;
 use super::events_tail::EventsTail;
 use super::runner::Runner;
-use super::schedule;
 use crate::errors::Result;
 use crate::events::{RunEvent, TestStatus};
 use crate::libtest::OutputParser;
@@ -47,12 +47,12 @@ impl Runner<'_> {
     }
 
     fn harness_demand(&self, unit: &Unit, running: &RunningBinary) -> u32 {
-        let runnable = schedule::runnable(&unit.listing.tests, &self.plan.test_args);
+        let runnable = binary_schedule::runnable(&unit.listing.tests, &self.plan.test_args);
         let not_started: Vec<&ListedTest> = runnable
             .into_iter()
             .filter(|t| !running.tail.has_started(&t.name))
             .collect();
-        schedule::harness_demand(
+        binary_schedule::harness_demand(
             &not_started,
             running.tail.width_in_use(),
             running.run_width.min(self.width),
@@ -87,7 +87,7 @@ impl Runner<'_> {
             let widths: Vec<u32> = if harness {
                 vec![0]
             } else {
-                (1..=schedule::plain_width(unit.runnable, idle))
+                (1..=binary_schedule::plain_width(unit.runnable, idle))
                     .rev()
                     .collect()
             };
@@ -216,7 +216,7 @@ impl Runner<'_> {
         }
         match &unit.selection {
             Some(names) => {
-                command.args(schedule::selection_args(&self.plan.test_args, names));
+                command.args(binary_schedule::selection_args(&self.plan.test_args, names));
             }
             None => {
                 command.args(self.plan.filter.as_deref());

@@ -17,8 +17,8 @@ use capped_model::protocol::env;
 use crate::build::TestBinary;
 use crate::libtest::{LIST_ARGS, Listing, mark_ignored, parse_list};
 use crate::process;
+use crate::run::binary_schedule::runs_ignored;
 use crate::run::env::command_for;
-use crate::run::schedule::runs_ignored;
 use crate::run::signals;
 
 /// How long a binary may take to list its tests.

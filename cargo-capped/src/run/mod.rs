@@ -11,25 +11,25 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`list`] | listing each binary (`--list`, and `--ignored` for plain libtest) |
-//! | [`units`] | listings → units (one per binary, or per `--partition` chunk) |
-//! | [`binary`] | a unit's state: pending, running (process, guard, parser, events tail), done |
-//! | [`runner`] | the loop: wait for a wake-up or the next look, look at every running binary |
-//! | [`launch`] | which pending unit starts next with how many width slots, and its spawn |
-//! | [`child`] | a test binary's process: process group, death with the runner, reader and exit-waiter threads, SIGTERM → grace → SIGKILL, reaping |
-//! | [`outcome`] | a finished binary's results and measurements, slots released; tests never run |
-//! | [`split`] | a plain binary that starts narrower than it could run keeps its share of its tests; the rest wait as a unit of their own |
-//! | [`emfile`] | held-back "Too many open files" failures and their rerun at a lower width |
-//! | [`events_tail`] | reading a binary's events file incrementally |
-//! | [`hooks`] | [`RunHooks`], the host-safety seam ([`host_safety`] in a real run) |
-//! | [`schedule`] | the pure scheduling choices: order, `k`, harness demand, selections |
+//! | `work` | listings → units of work (one per binary, or per `--partition` chunk) |
+//! | `binary` | a unit's state: pending, running (process, guard, parser, events tail), done |
+//! | `runner` | the loop: wait for a wake-up or the next look, look at every running binary |
+//! | `launch` | which pending unit starts next with how many width slots, and its spawn |
+//! | `child` | a test binary's process: process group, death with the runner, reader and exit-waiter threads, SIGTERM → grace → SIGKILL, reaping |
+//! | `outcome` | a finished binary's results and measurements, slots released; tests never run |
+//! | `split` | a plain binary that starts narrower than it could run keeps its share of its tests; the rest wait as a unit of their own |
+//! | `emfile_rerun` | held-back "Too many open files" failures and their rerun at a lower width |
+//! | `events_tail` | reading a binary's events file incrementally |
+//! | `hooks` | [`RunHooks`], the host-safety seam ([`host_safety`] in a real run) |
+//! | [`binary_schedule`] | the pure scheduling choices over binaries: order, `k`, harness demand, selections (a harness binary schedules its own tests) |
 //! | [`env`](mod@env), [`run_dir`], [`signals`], [`summary`] | a child's environment, the run's dir, Ctrl-C, the closing figures |
 //!
 //! ## How a binary goes
 //!
 //! The loop runs on the thread that called [`run`] (the main thread, so that every child
-//! dies with the runner, see [`child`]). It starts what can start ([`launch`]), then sleeps
+//! dies with the runner, see `child`). It starts what can start (`launch`), then sleeps
 //! until a child's thread wakes it (output, a closed stream, an exit) or the next look is
-//! due ([`runner::TICK`], or a timeout, grace or pipe grace that comes sooner), then looks
+//! due (`runner::TICK`, or a timeout, grace or pipe grace that comes sooner), then looks
 //! at every running child (events file, watch hook, exit, timeout). A child's exit is
 //! observed without reaping it (`waitid(WNOWAIT)`), so its pid cannot be reused while the
 //! runner SIGKILLs whatever it left in its process group; then it is reaped. So no zombie
@@ -42,7 +42,7 @@
 //! children are not covered: a SIGKILLed runner cannot reach them (in any other ending,
 //! the SIGKILL to the binary's process group does).
 //!
-//! Host safety (issue 5) comes in through the [`RunHooks`] trait ([`host_safety::HostSafety`]
+//! Host safety comes in through the [`RunHooks`] trait ([`host_safety::HostSafety`]
 //! in a real run): notices before the first binary (a raised `RLIMIT_NOFILE`), the width to
 //! run at before the run and after each binary (auto-degrade), a per-child watchdog called
 //! at every look that may ask for a kill (memory cap), and what a binary's end means for
@@ -51,17 +51,18 @@
 //! The run's **width** is thus not fixed: the planned width
 //! ([`capped_model::Caps::test_threads`] of [`Plan::caps`]) is its ceiling (and the capacity of
 //! the width lock files), the width in force is the lowest of the degrade decision and the
-//! EMFILE adapter's ([`emfile`]). Binaries started at a lower width get it as their
+//! EMFILE adapter's (`emfile_rerun`). Binaries started at a lower width get it as their
 //! `CAPPED_TEST_THREADS` (harness binaries then take only the first slots) or
 //! `--test-threads`.
 //!
 //! **Partitions** (`--partition hash:K/N`): after listing, each binary keeps the tests of
-//! partition K and runs them by name ([`units`]); the others are not counted, and a notice
+//! partition K and runs them by name (`work`); the others are not counted, and a notice
 //! says how many.
 
 mod binary;
+pub mod binary_schedule;
 mod child;
-mod emfile;
+mod emfile_rerun;
 pub mod env;
 mod events_tail;
 mod hooks;
@@ -71,25 +72,24 @@ pub mod list;
 mod outcome;
 pub mod run_dir;
 mod runner;
-pub mod schedule;
 pub mod signals;
 mod split;
 pub mod summary;
-mod units;
+mod work;
 
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime};
 
 pub use hooks::{MemoryEnd, RunHooks, WidthDecision};
 
-use crate::adapt::emfile::EmfileAdapter;
+use crate::adapt::emfile_policy::EmfileAdapter;
 use crate::build::TestBinary;
 use crate::errors::Result;
 use crate::events::{BinaryId, RunEvent, RunSummary};
 use crate::plan::Plan;
+use binary_schedule::{OrderKey, OrderMode};
 use run_dir::RunDir;
 use runner::Runner;
-use schedule::{OrderKey, OrderMode};
 use summary::Measurements;
 
 /// Runs the built binaries under `plan`, sending every [`RunEvent`] to `sink`. Returns the
@@ -114,7 +114,7 @@ pub fn run(
             test_args: &plan.test_args,
         },
     );
-    let (units, partitioned) = units::units_of(plan, binaries, listings, &run_dir);
+    let (units, partitioned) = work::units_of(plan, binaries, listings, &run_dir);
     let mode = if plan.caps.shuffle() {
         OrderMode::Shuffled(plan.caps.seed())
     } else if plan.caps.deterministic() {
@@ -130,7 +130,7 @@ pub fn run(
             runnable: u.runnable,
         })
         .collect();
-    let order = schedule::order(&keys, mode);
+    let order = binary_schedule::order(&keys, mode);
     let total_tests = units.iter().map(|u| u.listing.tests.len()).sum();
     let binaries_count = {
         let mut ids: Vec<&BinaryId> = units.iter().map(|u| &u.binary.id).collect();

@@ -17,8 +17,8 @@ use std::time::Duration;
 use capped_model::protocol::{ListedTest, now_us};
 
 use super::binary::{RunningBinary, State};
+use super::binary_schedule;
 use super::runner::Runner;
-use super::schedule;
 use crate::events::{BinaryId, RunEvent, TestResult, TestStatus};
 use crate::libtest::{BinaryEnd, KillReason};
 
@@ -137,7 +137,7 @@ impl Runner<'_> {
             "--fail-fast stopped the run after a failure".to_string()
         };
         let pending: Vec<usize> = self.pending().collect();
-        let runs_ignored = schedule::runs_ignored(&self.plan.test_args);
+        let runs_ignored = binary_schedule::runs_ignored(&self.plan.test_args);
         for index in pending {
             self.finish_unstarted(index, |test| {
                 if test.ignored && !runs_ignored {
@@ -224,7 +224,6 @@ pub fn describe_kill(reason: &KillReason) -> String {
             limit: None, peak, ..
         } => crate::watchdog::MemoryVerdict::LikelyOomKill { peak: *peak }.to_string(),
         KillReason::Interrupted => "the run was interrupted".to_string(),
-        KillReason::Other(text) => text.clone(),
     }
 }
 

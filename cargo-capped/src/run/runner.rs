@@ -34,7 +34,7 @@ use super::hooks::RunHooks;
 use super::run_dir::RunDir;
 use super::signals;
 use super::summary::Measurements;
-use crate::adapt::emfile::EmfileAdapter;
+use crate::adapt::emfile_policy::EmfileAdapter;
 use crate::errors::{EXIT_INTERRUPTED, EXIT_OK, EXIT_TEST_FAILED, Result};
 use crate::events::{RunEvent, RunSummary, TestResult, TestStatus};
 use crate::libtest::{KillReason, OutputEvent};

@@ -4,7 +4,7 @@
 //! other binaries hold most of the width gets `k` slots, fewer than the
 //! `min(runnable, width)` it could use, and would stay that narrow after they finish: at the
 //! end of a run the last big binary then works one test at a time while a slot idles. So
-//! such a binary keeps only its share of its runnable tests ([`schedule::split_share`],
+//! such a binary keeps only its share of its runnable tests ([`binary_schedule::split_share`],
 //! by `--exact` name) and the rest become a unit of their own, in the binary's place in the
 //! order, which starts with the slots that free up. That part may split again when it too
 //! starts narrow, at most [`MAX_SPLITS`] times in all, so a binary that waits behind one
@@ -17,7 +17,7 @@
 //! * Only a plain, unclaimed binary that is not an EMFILE rerun splits, and never in
 //!   deterministic mode or with `split-binaries = false`: a binary a group claims holds that
 //!   group as a whole, and a harness binary draws slots per test anyway.
-//! * Each part's names fit one command line ([`schedule::SELECTION_CHUNK_BYTES`]);
+//! * Each part's names fit one command line ([`binary_schedule::SELECTION_CHUNK_BYTES`]);
 //!   a binary with more names runs whole.
 //!
 //! What changes for the tests: the two parts are two processes. Process-wide state is not
@@ -30,9 +30,9 @@ use std::collections::HashSet;
 use capped_model::Scope;
 
 use super::binary::Unit;
+use super::binary_schedule::{self, SELECTION_CHUNK_BYTES};
 use super::runner::Runner;
-use super::schedule::{self, SELECTION_CHUNK_BYTES};
-use super::units::subset;
+use super::work::subset;
 
 /// How many times the tests of one binary may be split: at most `MAX_SPLITS + 1` processes.
 pub const MAX_SPLITS: u8 = 3;
@@ -55,12 +55,13 @@ impl Runner<'_> {
         {
             return;
         }
-        let runnable: Vec<&str> = schedule::runnable(&unit.listing.tests, &self.plan.test_args)
-            .into_iter()
-            .map(|t| t.name.as_str())
-            .collect();
-        let wanted = schedule::plain_width(runnable.len(), self.width);
-        let Some(keep) = schedule::split_share(runnable.len(), k, wanted) else {
+        let runnable: Vec<&str> =
+            binary_schedule::runnable(&unit.listing.tests, &self.plan.test_args)
+                .into_iter()
+                .map(|t| t.name.as_str())
+                .collect();
+        let wanted = binary_schedule::plain_width(runnable.len(), self.width);
+        let Some(keep) = binary_schedule::split_share(runnable.len(), k, wanted) else {
             return;
         };
         let moved: Vec<String> = runnable[keep..].iter().map(|n| n.to_string()).collect();

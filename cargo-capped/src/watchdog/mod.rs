@@ -39,10 +39,10 @@
 //!    each binary also gets a child cgroup with `memory.max`, whose `oom_kill` count is read
 //!    at its end; otherwise `-v` prints the [`cgroup::Skip`] reason once.
 //!
-//! The numbers for `cargo xtask bench` (`cargo capped __bench watchdog`) come from
-//! [`bench::bench_overhead`] and [`bench::bench_kill_latency`].
+//! The numbers for `cargo xtask bench` come from the `host_safety` bench target
+//! (`cargo bench -p cargo-capped --bench host_safety -- watchdog`), through
+//! [`Watchdog::start_tuned`], [`Watchdog::cpu_time`] and [`Watchdog::stats`].
 
-pub mod bench;
 pub mod cgroup;
 
 use std::collections::BTreeMap;
@@ -58,7 +58,9 @@ use crate::host::HostRoot;
 use crate::host::process_tree::{TreeSample, TreeSampler};
 use crate::process;
 
-/// The longest interval between two samples the issue allows.
+/// The longest interval between two samples: a tree allocating hundreds of MiB/s must be
+/// killed within a second of crossing its cap, long before the kernel's OOM killer picks a
+/// victim of its own.
 pub const MAX_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The interval the runner uses: the cap is crossed at most this long before it is seen.

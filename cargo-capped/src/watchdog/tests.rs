@@ -276,7 +276,7 @@ fn allocating_child() {
     std::thread::sleep(Duration::from_secs(30));
 }
 
-/// The issue's check: a test allocating 2 GiB under a 300 MiB cap is killed within a
+/// The watchdog's purpose: a test allocating 2 GiB under a 300 MiB cap is killed within a
 /// second of crossing, and the verdict names the cap and the peak.
 #[test]
 fn allocating_2gib_under_a_300mib_cap_is_killed_soon_after_crossing() {
@@ -374,7 +374,7 @@ fn allocating_2gib_under_a_300mib_cap_is_killed_soon_after_crossing() {
         kill.latency_bound(),
         watchdog.interval()
     );
-    // Generous: the issue asks for ≤ 1 s; a noisy 2-core host gets 3 s here.
+    // Generous: the aim is ≤ 1 s; a noisy 2-core host gets 3 s here.
     assert!(
         latency_ms <= 3000.0,
         "killed {latency_ms} ms after crossing"

@@ -1,4 +1,4 @@
-//! EMFILE in the run: a failed test whose output says "Too many open files" is held back
+//! EMFILE reruns in the run (the policy is [`crate::adapt::emfile_policy`]'s): a failed test whose output says "Too many open files" is held back
 //! instead of reported; when its binary is done the [`EmfileAdapter`] lowers the width by a
 //! quarter and the runner runs those tests once more, alone in a unit of their own
 //! (`--exact NAME…`), first in line, at the lower width. Their second result is the one
@@ -11,14 +11,14 @@
 //! * Only tests the listing knows can be selected by name; any other keeps its first
 //!   result. A held-back result not rerun is reported when its binary is done.
 //!
-//! [`EmfileAdapter`]: crate::adapt::emfile::EmfileAdapter
+//! [`EmfileAdapter`]: crate::adapt::emfile_policy::EmfileAdapter
 
-use crate::adapt::emfile::{FailedTest, Rerun, looks_like_emfile};
+use crate::adapt::emfile_policy::{FailedTest, Rerun, looks_like_emfile};
 use crate::events::{RunEvent, TestResult, TestStatus};
 
 use super::binary::Unit;
 use super::runner::Runner;
-use super::units::subset;
+use super::work::subset;
 
 impl Runner<'_> {
     /// Whether a finished result is held back as a possible EMFILE rerun.

@@ -2,8 +2,8 @@
 //!
 //! Without `--partition` each binary is one unit, run with the run's filter and arguments
 //! as `cargo test` would. With `--partition hash:K/N` each binary keeps the tests of
-//! partition K, runs them by name ([`schedule::selection_args`]) in chunks of at most
-//! [`schedule::SELECTION_CHUNK_BYTES`] of names, one unit per chunk; a binary with nothing in
+//! partition K, runs them by name ([`binary_schedule::selection_args`]) in chunks of at most
+//! [`binary_schedule::SELECTION_CHUNK_BYTES`] of names, one unit per chunk; a binary with nothing in
 //! partition K has no unit at all, and the tests of other partitions are counted
 //! ([`PartitionCount`]) for the run's notice, never reported. A binary whose listing failed is
 //! one unit carrying the error (reported as a failure, never spawned).
@@ -11,8 +11,8 @@
 use std::collections::HashSet;
 
 use super::binary::Unit;
+use super::binary_schedule;
 use super::run_dir::RunDir;
-use super::schedule;
 use crate::build::TestBinary;
 use crate::events::BinaryId;
 use crate::libtest::Listing;
@@ -53,7 +53,7 @@ pub(super) fn units_of(
                     vec![(kept, None)]
                 } else {
                     let names = kept.tests.iter().map(|t| t.name.clone()).collect();
-                    schedule::chunk_names(names, schedule::SELECTION_CHUNK_BYTES)
+                    binary_schedule::chunk_names(names, binary_schedule::SELECTION_CHUNK_BYTES)
                         .into_iter()
                         .map(|chunk| (subset(&kept, &chunk), Some(chunk)))
                         .collect()

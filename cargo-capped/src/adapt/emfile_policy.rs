@@ -1,6 +1,7 @@
-//! EMFILE: recognise "Too many open files", lower the width, rerun the affected tests once.
+//! The EMFILE policy: recognise "Too many open files", lower the width, choose the tests to
+//! rerun once (the runner's `run::emfile_rerun` holds results back and runs the reruns).
 //!
-//! The policy (seed 004: detect, warn, adapt, continue):
+//! The policy (detect, warn, adapt, continue: a run finishes despite a low limit):
 //!
 //! * a failed test whose output [looks like EMFILE](looks_like_emfile) lowers the run's
 //!   width by a quarter, at least by 1, never below 1 ([`AdaptiveWidth::on_emfile`]), for
@@ -143,7 +144,7 @@ pub struct FailedTest<'a> {
 pub enum Rerun {
     /// Nothing.
     Nothing,
-    /// These tests, once, by exact name (see `run::schedule::selection_args`).
+    /// These tests, once, by exact name (see `run::binary_schedule::selection_args`).
     Tests(Vec<String>),
     /// The whole binary once more: it died of EMFILE without naming a failed test (the
     /// harness itself could not open a file).

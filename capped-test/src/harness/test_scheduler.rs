@@ -1,4 +1,5 @@
-//! The scheduler: which pending test to start now. Pure logic over job shapes and a
+//! The harness's test scheduler: which pending test of this binary to start now (the
+//! runner's `binary_schedule` decides which binaries run). Pure logic over job shapes and a
 //! non-blocking "take everything or nothing" callback, so it is tested by simulation.
 //!
 //! # Algorithm
@@ -387,7 +388,7 @@ mod tests {
     }
 
     #[test]
-    fn the_issue_example_reaches_the_best_schedule() {
+    fn a_mixed_suite_reaches_the_best_schedule() {
         let caps = BTreeMap::from([("gpu", 1)]);
         let gpu = (shape(1, &["gpu"]), 300);
         let light = (shape(1, &[]), 200);

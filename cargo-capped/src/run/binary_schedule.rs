@@ -1,4 +1,6 @@
-//! The scheduling decisions of the run, kept pure so they can be tested alone.
+//! The run's scheduling decisions over test binaries (which unit starts, with how many
+//! width slots, on which tests), kept pure so they can be tested alone. Inside a harness
+//! binary, which test starts next is `capped-test`'s harness scheduler's decision.
 //!
 //! ## Invariants
 //!
@@ -29,7 +31,7 @@
 //!   that starts with fewer slots than it could use (`k` < `min(runnable, width)`, the
 //!   others busy) would stay that narrow after they free. It keeps only its share of its
 //!   tests ([`split_share`]) and the rest wait, in its place in the order, as a unit of
-//!   their own that takes the slots that free up (see [`super::split`]).
+//!   their own that takes the slots that free up (see `super::split`).
 //! * Memory: a harness binary's tests that reserve memory (`mem = ".."`) count towards its
 //!   demand only as many as fit the run's memory budget side by side.
 //! * Selections: when the runner picks tests by name itself (`--partition`, an EMFILE rerun)
