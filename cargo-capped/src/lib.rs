@@ -166,6 +166,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
             env: &env,
             filter: plan.filter.as_deref(),
             test_args: &plan.test_args,
+            probe_dir: None,
         },
     );
     let mut failed = false;

@@ -21,6 +21,9 @@ pub struct Listing {
     /// test's resources are known. Plain listings give each test `threads: 1`, no groups,
     /// no memory, no timeout, and `ignored: false` (see [`mark_ignored`]).
     pub harness: bool,
+    /// Whether the binary writes libtest's `--logfile` records (it is libtest, not another
+    /// harness), so plain tests' verdicts can come from there.
+    pub logfile: bool,
 }
 
 /// Parses `--list` output (`--format terse` or not, plain or harness JSON).
@@ -55,11 +58,13 @@ pub fn parse_list(stdout: &str) -> Listing {
         Listing {
             tests: terse,
             harness: false,
+            logfile: false,
         }
     } else {
         Listing {
             tests: json,
             harness: true,
+            logfile: false,
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 
 pub mod list;
+pub mod logfile;
 pub mod output;
 
 pub use list::{LIST_ARGS, Listing, mark_ignored, parse_list};

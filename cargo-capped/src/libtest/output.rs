@@ -92,6 +92,12 @@ pub enum KillReason {
     },
     /// The run was interrupted (Ctrl-C).
     Interrupted,
+    /// A `#[capped]` test in it ran past its own timeout: its thread cannot be stopped and
+    /// keeps its slots, so the process is ended and its other tests run again.
+    TestTimedOut {
+        /// The test.
+        test: String,
+    },
 }
 
 /// How a binary ended, as the runner saw it.
@@ -347,7 +353,13 @@ impl OutputParser {
             let fate = Fate::of(end, normal_end, self.terse);
             for name in unfinished {
                 let was_running = running.contains(&name);
-                let (status, note) = fate.status(&name, was_running, &running, &self);
+                let (status, note) = fate.status(
+                    &name,
+                    was_running,
+                    &running,
+                    self.listed_ignored(&name),
+                    self.not_run_reasons.get(&name).map(String::as_str),
+                );
                 let mut output = match &status {
                     TestStatus::Passed | TestStatus::NotRun { .. } => String::new(),
                     TestStatus::Ignored => String::new(),
@@ -1068,7 +1080,9 @@ fn dedup_keep_order(names: &mut Vec<String>) {
 }
 
 /// What happens to the tests that never finished, given how the binary ended.
-enum Fate {
+/// Why a binary ended, as far as its unfinished tests are concerned.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Fate {
     Timeout(Duration),
     Memory {
         limit: Option<u64>,
@@ -1076,6 +1090,7 @@ enum Fate {
         by_watchdog: bool,
     },
     Interrupted,
+    Killed(String),
     Crashed(String),
     Exited(i32),
     /// libtest printed its summary; `terse` (`-q`) output names only failures.
@@ -1085,7 +1100,9 @@ enum Fate {
 }
 
 impl Fate {
-    fn of(end: &BinaryEnd, normal_end: bool, terse: bool) -> Fate {
+    /// The fate of the tests that had no result when the binary ended so (`normal_end`:
+    /// the binary reported every test it ran).
+    pub(crate) fn of(end: &BinaryEnd, normal_end: bool, terse: bool) -> Fate {
         match &end.killed {
             Some(KillReason::Timeout { after }) => Fate::Timeout(*after),
             Some(KillReason::Memory {
@@ -1098,6 +1115,9 @@ impl Fate {
                 by_watchdog: *by_watchdog,
             },
             Some(KillReason::Interrupted) => Fate::Interrupted,
+            Some(KillReason::TestTimedOut { test }) => {
+                Fate::Killed(format!("`{test}` timed out and its process was ended"))
+            }
             None if normal_end => Fate::Normal { terse },
             None => match (end.signal, end.exit_code) {
                 (Some(signal), _) => Fate::Crashed(describe_signal(signal)),
@@ -1107,13 +1127,16 @@ impl Fate {
         }
     }
 
-    /// The status of an unfinished test, and a note for its output.
-    fn status(
+    /// The status of an unfinished test, and a note for its output: `was_running` when it
+    /// may have been running at the end (with the others of `running`), `listed_ignored`
+    /// when the listing marks it ignored, `not_run_reason` what the binary said.
+    pub(crate) fn status(
         &self,
         name: &str,
         was_running: bool,
         running: &[String],
-        parser: &OutputParser,
+        listed_ignored: bool,
+        not_run_reason: Option<&str>,
     ) -> (TestStatus, Option<String>) {
         let not_run = |reason: String| (TestStatus::NotRun { reason }, None);
         let others = || {
@@ -1158,6 +1181,16 @@ impl Fate {
                 not_run("the run was interrupted while this test was running".into())
             }
             Fate::Interrupted => not_run("the run was interrupted before this test ran".into()),
+            Fate::Killed(why) if was_running => (
+                TestStatus::Failed,
+                Some(format!(
+                    "killed while this test was running: {why}{}",
+                    others()
+                )),
+            ),
+            Fate::Killed(why) => not_run(format!(
+                "its binary was killed ({why}) before this test ran"
+            )),
             Fate::Crashed(how) if was_running => (
                 TestStatus::Failed,
                 Some(format!(
@@ -1179,19 +1212,12 @@ impl Fate {
             Fate::Exited(code) => not_run(format!(
                 "the test binary exited with code {code} before this test ran"
             )),
-            Fate::Normal { terse: true } if parser.listed_ignored(name) => {
-                (TestStatus::Ignored, None)
-            }
+            Fate::Normal { terse: true } if listed_ignored => (TestStatus::Ignored, None),
             Fate::Normal { terse: true } => (TestStatus::Passed, None),
-            Fate::Normal { terse: false } => not_run(
-                parser
-                    .not_run_reasons
-                    .get(name)
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        "the test binary finished without reporting this test".into()
-                    }),
-            ),
+            Fate::Normal { terse: false } => not_run(not_run_reason.map_or_else(
+                || "the test binary finished without reporting this test".into(),
+                str::to_string,
+            )),
         }
     }
 }

@@ -21,9 +21,10 @@ use capped_model::Guard;
 use super::binary_schedule;
 use super::child::ChildProcess;
 use super::events_tail::EventsTail;
+use super::verdicts::Verdicts;
 use crate::build::TestBinary;
 use crate::events::TestResult;
-use crate::libtest::{KillReason, Listing, OutputParser};
+use crate::libtest::{KillReason, Listing};
 
 /// One run of a test binary: the whole binary, or the tests the runner selected by name.
 pub(super) struct Unit {
@@ -40,6 +41,9 @@ pub(super) struct Unit {
     pub(super) state: State,
     /// The tests to run by exact name, instead of the run's filter and arguments.
     pub(super) selection: Option<Vec<String>>,
+    /// How many times its tests were run again after a `#[capped]` test's timeout ended
+    /// their process.
+    pub(super) restarts: u8,
     /// An EMFILE rerun: its results are final.
     pub(super) rerun: bool,
     /// How many times its tests were split from their binary's (see [`super::split`]).
@@ -70,6 +74,7 @@ impl Unit {
             first_blocked: None,
             state: State::Pending,
             selection,
+            restarts: 0,
             rerun: false,
             splits: 0,
             deferred: Vec::new(),
@@ -117,7 +122,8 @@ pub(super) struct RunningBinary {
     pub(super) run_width: u32,
     /// Why the runner killed it (timeout, Ctrl-C, watchdog), if it did.
     pub(super) killed: Option<KillReason>,
-    pub(super) parser: OutputParser,
+    /// Its tests' verdicts and output.
+    pub(super) verdicts: Verdicts,
     pub(super) tail: EventsTail,
 }
 

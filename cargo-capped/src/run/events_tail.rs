@@ -1,23 +1,21 @@
 //! A binary's events file, read incrementally: the start and end lines its `#[capped]` and
 //! harness tests append (`capped_model::protocol::Event`, one JSON object a line).
 //!
-//! Invariants: a line is taken only once it is complete (a torn last line waits for its
-//! newline), each line is taken once (the read offset only grows), and an unparsable line
-//! is skipped, never fatal. Besides every event, the tail keeps which tests started (with
+//! Invariants: lines are read as [`FileTail`] reads them (complete, once, bounded), and an
+//! unparsable line is skipped, never fatal. Besides every event, the tail keeps which tests started (with
 //! the width slots each holds) and which ended: the run loop estimates from them how much
 //! of the width a harness binary uses ([`EventsTail::width_in_use`]).
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::path::PathBuf;
 
 use capped_model::protocol::Event;
 
+use super::file_tail::FileTail;
+
 /// Reads a binary's events file incrementally.
 pub struct EventsTail {
-    path: PathBuf,
-    offset: u64,
-    partial: Vec<u8>,
+    file: FileTail,
     /// Every event read so far.
     events: Vec<Event>,
     /// Started tests and the width slots each holds.
@@ -29,9 +27,7 @@ impl EventsTail {
     /// A tail of `path`, which need not exist yet.
     pub fn new(path: PathBuf) -> EventsTail {
         EventsTail {
-            path,
-            offset: 0,
-            partial: Vec::new(),
+            file: FileTail::new(path),
             events: Vec::new(),
             started: HashMap::new(),
             ended: HashSet::new(),
@@ -59,26 +55,9 @@ impl EventsTail {
 
     /// Events appended since the last call (complete lines only).
     pub fn read(&mut self) -> Vec<Event> {
-        use std::io::{Seek, SeekFrom};
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return Vec::new();
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return Vec::new();
-        }
-        let mut bytes = Vec::new();
-        let Ok(n) = file.read_to_end(&mut bytes) else {
-            return Vec::new();
-        };
-        self.offset += n as u64;
-        self.partial.extend_from_slice(&bytes);
-        let Some(last_newline) = self.partial.iter().rposition(|&b| b == b'\n') else {
-            return Vec::new();
-        };
-        let complete: Vec<u8> = self.partial.drain(..=last_newline).collect();
         let mut new = Vec::new();
-        for line in complete.split(|&b| b == b'\n') {
-            let Ok(event) = serde_json::from_slice::<Event>(line) else {
+        for line in self.file.read_lines() {
+            let Ok(event) = serde_json::from_slice::<Event>(&line) else {
                 continue;
             };
             match &event {

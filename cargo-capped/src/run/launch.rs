@@ -23,10 +23,11 @@ use super::binary_schedule;
 use super::child::ChildProcess;
 use super::env;
 use super::events_tail::EventsTail;
+use super::file_tail::FileTail;
 use super::runner::Runner;
+use super::verdicts::{Source, Verdicts};
 use crate::errors::Result;
 use crate::events::{RunEvent, TestStatus};
-use crate::libtest::OutputParser;
 
 impl Runner<'_> {
     /// The width the running binaries use or may soon use.
@@ -214,6 +215,12 @@ impl Runner<'_> {
         if width_held > 0 {
             command.args(["--test-threads", &width_held.to_string()]);
         }
+        // Plain libtest writes its verdicts where the runner says, out of the tests' reach.
+        let logfile = (!unit.listing.harness && unit.listing.logfile)
+            .then(|| unit.events_path.with_extension("log"));
+        if let Some(path) = &logfile {
+            command.arg("--logfile").arg(path);
+        }
         match &unit.selection {
             Some(names) => {
                 command.args(binary_schedule::selection_args(&self.plan.test_args, names));
@@ -238,7 +245,19 @@ impl Runner<'_> {
         } else {
             width_held as usize
         };
-        let parser = OutputParser::new(unit.binary.id.clone(), &unit.listing.tests, threads);
+        let source = match logfile {
+            Some(path) => Source::Logfile(FileTail::new(path)),
+            None if unit.listing.harness => Source::Events,
+            None => Source::Output,
+        };
+        let verdicts = Verdicts::new(
+            unit.binary.id.clone(),
+            &unit.listing,
+            source,
+            pid,
+            threads,
+            &self.plan.test_args,
+        );
         let started = Instant::now();
         let binary = unit.binary.id.clone();
         let groups = unit.claimed.clone();
@@ -252,7 +271,7 @@ impl Runner<'_> {
             deadline: self.plan.timeout.map(|t| started + t),
             run_width: self.width,
             killed: None,
-            parser,
+            verdicts,
             tail,
         }));
         self.hooks.spawned(&binary, pid);

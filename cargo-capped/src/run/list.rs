@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use capped_model::protocol::env;
 
 use crate::build::TestBinary;
-use crate::libtest::{LIST_ARGS, Listing, mark_ignored, parse_list};
+use crate::libtest::{LIST_ARGS, Listing, logfile, mark_ignored, parse_list};
 use crate::process;
 use crate::run::binary_schedule::runs_ignored;
 use crate::run::env::command_for;
@@ -35,6 +35,9 @@ pub struct ListArgs<'a> {
     pub filter: Option<&'a str>,
     /// Arguments after `--`.
     pub test_args: &'a [String],
+    /// Where to ask each binary for a `--logfile` while it lists, to learn whether it
+    /// writes libtest's verdict records (`None`: listing only, nothing learned).
+    pub probe_dir: Option<&'a Path>,
 }
 
 /// Lists every binary, in parallel; each entry is the listing or why it failed.
@@ -76,20 +79,44 @@ pub fn list_all(binaries: &[TestBinary], args: ListArgs<'_>) -> Vec<Result<Listi
 
 /// Lists one binary.
 pub fn list_binary(binary: &TestBinary, args: ListArgs<'_>) -> Result<Listing, String> {
-    let mut listing = parse_list(&run_list(binary, args, false)?);
+    let probe = args.probe_dir.map(|dir| {
+        let name = binary
+            .path
+            .file_name()
+            .map_or_else(|| "binary".into(), |n| n.to_string_lossy().into_owned());
+        dir.join(format!("list-{name}.log"))
+    });
+    let mut listing = parse_list(&run_list(binary, args, false, probe.as_deref())?);
+    if let Some(probe) = &probe {
+        let log = std::fs::read_to_string(probe).unwrap_or_default();
+        let _ = std::fs::remove_file(probe);
+        listing.logfile = !listing.harness && logfile::is_libtest_listing(&log);
+        if listing.tests.is_empty() && !log.is_empty() && !listing.logfile {
+            // A harness that is not libtest printed its listing into the file instead.
+            listing = parse_list(&run_list(binary, args, false, None)?);
+        }
+    }
     if !listing.harness && !listing.tests.is_empty() && !runs_ignored(args.test_args) {
-        let ignored = run_list(binary, args, true)?;
+        let ignored = run_list(binary, args, true, None)?;
         mark_ignored(&mut listing.tests, &ignored);
     }
     Ok(listing)
 }
 
-fn run_list(binary: &TestBinary, args: ListArgs<'_>, ignored: bool) -> Result<String, String> {
+fn run_list(
+    binary: &TestBinary,
+    args: ListArgs<'_>,
+    ignored: bool,
+    logfile: Option<&Path>,
+) -> Result<String, String> {
     let extra = [(env::LIST_RESOURCES.to_string(), "1".to_string())];
     let mut command: Command = command_for(binary, args.target_dir, args.env, &extra);
     command.args(LIST_ARGS);
     if ignored {
         command.arg("--ignored");
+    }
+    if let Some(logfile) = logfile {
+        command.arg("--logfile").arg(logfile);
     }
     command.args(args.filter);
     command.args(args.test_args);

@@ -65,6 +65,7 @@ mod child;
 mod emfile_rerun;
 pub mod env;
 mod events_tail;
+mod file_tail;
 mod hooks;
 pub mod host_safety;
 mod launch;
@@ -76,6 +77,7 @@ pub mod signals;
 mod split;
 pub mod summary;
 mod work;
+mod verdicts;
 
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime};
@@ -112,6 +114,7 @@ pub fn run(
             env: &env,
             filter: plan.filter.as_deref(),
             test_args: &plan.test_args,
+            probe_dir: Some(run_dir.path()),
         },
     );
     let (units, partitioned) = work::units_of(plan, binaries, listings, &run_dir);

@@ -25,6 +25,9 @@ use crate::libtest::{BinaryEnd, KillReason};
 /// The name given to a binary that failed outside any test.
 pub const BINARY: &str = "(binary)";
 
+/// How many times one binary's tests are run again after `#[capped]` timeouts.
+const MAX_RESTARTS: u8 = 16;
+
 impl Runner<'_> {
     /// Finishes a running unit whose process was reaped and whose output was read: its
     /// results, the hooks' memory verdict, the EMFILE policy, its measurements; then
@@ -43,7 +46,7 @@ impl Runner<'_> {
             started_us,
             run_width,
             killed,
-            parser,
+            verdicts,
             tail,
             ..
         } = *running;
@@ -61,7 +64,9 @@ impl Runner<'_> {
             signal,
             killed: killed.clone(),
         };
-        let parsed = parser.finish(&end);
+        let resolution = verdicts.finish(&end);
+        let parsed = resolution.parsed;
+        self.restart(index, resolution.restart, &killed);
         let mut remaining = Vec::new();
         for result in parsed.remaining {
             if self.defers(index, &result) {
@@ -127,6 +132,65 @@ impl Runner<'_> {
             peak_rss: memory.peak_rss,
             stray_output: parsed.stray_output,
         });
+    }
+
+    /// Queues a new process of unit `index`'s binary for `names`, the tests that had no
+    /// verdict when a `#[capped]` test's timeout ended its process (or reports them not run
+    /// when the run is stopping or the binary was restarted too often).
+    fn restart(&mut self, index: usize, names: Vec<String>, killed: &Option<KillReason>) {
+        if names.is_empty() {
+            return;
+        }
+        let test = match killed {
+            Some(KillReason::TestTimedOut { test }) => test.clone(),
+            _ => "a test".to_string(),
+        };
+        let unit = &self.units[index];
+        let binary = unit.binary.id.clone();
+        if self.stopping() || unit.restarts >= MAX_RESTARTS {
+            let reason = if self.stopping() {
+                format!("`{test}` timed out and the run stopped before this test could run again")
+            } else {
+                format!(
+                    "`{test}` timed out and the binary was already restarted {MAX_RESTARTS} times"
+                )
+            };
+            for name in names {
+                self.finish_test(TestResult {
+                    binary: binary.clone(),
+                    name,
+                    status: TestStatus::NotRun {
+                        reason: reason.clone(),
+                    },
+                    duration: None,
+                    output: String::new(),
+                });
+            }
+            return;
+        }
+        let listing = super::work::subset(&unit.listing, &names);
+        let mut again = super::binary::Unit::new(
+            unit.binary.clone(),
+            listing,
+            None,
+            unit.claimed.clone(),
+            self.run_dir
+                .events_file(self.units.len(), &unit.binary.id.target),
+            Some(names.clone()),
+            &self.plan.test_args,
+        );
+        again.restarts = unit.restarts + 1;
+        again.rerun = unit.rerun;
+        self.emit(RunEvent::Notice {
+            message: format!(
+                "{binary}: `{test}` ran past its timeout; running its {} other unfinished test{} in a new process",
+                names.len(),
+                if names.len() == 1 { "" } else { "s" }
+            ),
+        });
+        let new_index = self.units.len();
+        self.units.push(again);
+        self.order.insert(0, new_index);
     }
 
     /// Tests of binaries that never started, when the run stops early.
@@ -224,6 +288,9 @@ pub fn describe_kill(reason: &KillReason) -> String {
             limit: None, peak, ..
         } => crate::watchdog::MemoryVerdict::LikelyOomKill { peak: *peak }.to_string(),
         KillReason::Interrupted => "the run was interrupted".to_string(),
+        KillReason::TestTimedOut { test } => format!(
+            "`{test}` ran past its own timeout; the process was ended so that its other tests could run again"
+        ),
     }
 }
 

@@ -243,9 +243,9 @@ impl Runner<'_> {
                     return;
                 };
                 let events = if stderr {
-                    running.parser.stderr(&bytes, at)
+                    running.verdicts.stderr(&bytes, at)
                 } else {
-                    running.parser.stdout(&bytes, at)
+                    running.verdicts.stdout(&bytes, at)
                 };
                 self.output_events(unit, events);
             }
@@ -288,11 +288,13 @@ impl Runner<'_> {
         let Some(running) = self.units[unit].running_mut() else {
             return;
         };
+        let now = Instant::now();
         let new = running.tail.read();
         let mut out = Vec::new();
         for event in &new {
-            out.extend(running.parser.harness_event(event));
+            out.extend(running.verdicts.event(event, now));
         }
+        out.extend(running.verdicts.read_logfile(now));
         self.output_events(unit, out);
     }
 
@@ -311,6 +313,14 @@ impl Runner<'_> {
                 && let Some(reason) = self.hooks.watch(&id, running.process.pid())
             {
                 running.killed = Some(reason);
+                running.process.terminate(now);
+            }
+            if running.killed.is_none()
+                && let Some(test) = running.verdicts.capped_timed_out()
+            {
+                running.killed = Some(KillReason::TestTimedOut {
+                    test: test.to_string(),
+                });
                 running.process.terminate(now);
             }
             // An exit first: whatever it left in its group goes with it, before its pid is

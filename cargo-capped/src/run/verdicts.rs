@@ -1,0 +1,581 @@
+//! A running binary's verdicts, from evidence its tests' output cannot forge.
+//!
+//! A test process shares stdout and stderr with every test in it and with everything those
+//! tests start, so a line like `test other ... ok` proves nothing: a test can print it. The
+//! runner therefore reads verdicts from channels test output cannot write to:
+//!
+//! * plain libtest binaries: libtest's `--logfile`, one record per finished test, written
+//!   by libtest's result loop to a file the runner named ([`crate::libtest::logfile`]);
+//! * `#[capped]` tests (in any binary) and harness binaries: the events file, whose `start`
+//!   and `end` lines the test-side library writes around each test body (only lines of the
+//!   binary's own process count: a test that runs another capped binary passes the variable
+//!   on);
+//! * binaries that offer neither (a harness that is not libtest and not ours): what they
+//!   print, as before, the only source there is.
+//!
+//! The [`OutputParser`] still reads the output, for what it is good at: which text belongs
+//! to which test. Its results are held until the evidence for that test arrives and then
+//! carry the evidence's status; a result that exists only in the output is dropped.
+//!
+//! When the process ends, a listed test without a verdict was running (failed, timed out,
+//! killed for memory, as the end says) or never started (not run), never passed, whatever
+//! the exit code. libtest starts tests in listing order and keeps `--test-threads` of them
+//! running, starting the next as soon as one reports, so the started tests are always a
+//! prefix of the listing: the tests that may have been running are the first `threads`
+//! without a verdict (exactly one at width 1), plus `#[capped]` tests whose `start` has no
+//! `end`. The same prefix gives every plain test its start: the spawn for the first
+//! `threads`, else the moment the record that freed its slot arrived.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use capped_model::protocol::{Event, Outcome};
+
+use super::file_tail::FileTail;
+use crate::events::{BinaryId, TestResult, TestStatus};
+use crate::libtest::logfile::{DEPRECATION_NOTICE, LogParser, LogVerdict};
+use crate::libtest::output::Fate;
+use crate::libtest::{BinaryEnd, KillReason, Listing, OutputEvent, OutputParser, ParsedBinary};
+
+/// Where a binary's verdicts come from.
+#[derive(Debug)]
+pub enum Source {
+    /// libtest's `--logfile`, read from this tail.
+    Logfile(FileTail),
+    /// The events file alone (harness binaries report every test there).
+    Events,
+    /// The binary's output: a harness that offers no other channel.
+    Output,
+}
+
+/// What the evidence says of one listed test.
+#[derive(Debug, Default)]
+struct Evidence {
+    /// The listing marks it ignored.
+    listed_ignored: bool,
+    /// libtest's record and when it was read.
+    record: Option<(LogVerdict, Instant)>,
+    /// Its `start` event (a `#[capped]` or harness test).
+    started: bool,
+    /// Its `end` event: outcome, body duration, message.
+    end: Option<(Outcome, Duration, Option<String>)>,
+}
+
+/// A final verdict: status, duration, and a note for the output.
+struct Verdict {
+    status: TestStatus,
+    duration: Option<Duration>,
+    note: Option<String>,
+}
+
+/// What [`Verdicts::finish`] resolved.
+#[derive(Debug)]
+pub struct Resolution {
+    /// Results and text, as the parser's [`ParsedBinary`], with evidence's statuses.
+    pub parsed: ParsedBinary,
+    /// Tests to run again in a new process: those without a verdict when the runner ended
+    /// the process because a `#[capped]` test in it timed out.
+    pub restart: Vec<String>,
+}
+
+/// One running binary's verdicts. See the [module docs](self).
+#[derive(Debug)]
+pub struct Verdicts {
+    binary: BinaryId,
+    parser: OutputParser,
+    source: Source,
+    log: LogParser,
+    pid: u32,
+    threads: usize,
+    spawned: Instant,
+    /// Tests run in listing order (no `--shuffle`): the prefix rule holds.
+    ordered: bool,
+    runs_ignored: bool,
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+    tests: Vec<Evidence>,
+    /// When each record arrived, in file order.
+    completions: Vec<Instant>,
+    /// Tests announced as started.
+    announced: HashSet<String>,
+    /// Parser results waiting for their evidence.
+    held: HashMap<String, TestResult>,
+    /// Tests whose final result was sent.
+    emitted: HashMap<String, TestResult>,
+    /// A failure was announced for these.
+    failing: HashSet<String>,
+    dropped_deprecation: bool,
+}
+
+impl Verdicts {
+    /// The verdicts of process `pid` of `binary`, which lists `listing`, runs with
+    /// `threads` test threads and gets `test_args`.
+    pub fn new(
+        binary: BinaryId,
+        listing: &Listing,
+        source: Source,
+        pid: u32,
+        threads: usize,
+        test_args: &[String],
+    ) -> Verdicts {
+        let names: Vec<String> = listing.tests.iter().map(|t| t.name.clone()).collect();
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        let tests = listing
+            .tests
+            .iter()
+            .map(|t| Evidence {
+                listed_ignored: t.ignored,
+                ..Evidence::default()
+            })
+            .collect();
+        let threads = threads.max(1);
+        Verdicts {
+            parser: OutputParser::new(binary.clone(), &listing.tests, threads),
+            binary,
+            source,
+            log: LogParser::new(names.iter().cloned()),
+            pid,
+            threads,
+            spawned: Instant::now(),
+            ordered: !test_args
+                .iter()
+                .any(|a| a == "--shuffle" || a.starts_with("--shuffle-seed")),
+            runs_ignored: super::binary_schedule::runs_ignored(test_args),
+            names,
+            index,
+            tests,
+            completions: Vec::new(),
+            announced: HashSet::new(),
+            held: HashMap::new(),
+            emitted: HashMap::new(),
+            failing: HashSet::new(),
+            dropped_deprecation: false,
+        }
+    }
+
+    fn from_evidence(&self) -> bool {
+        !matches!(self.source, Source::Output)
+    }
+
+    /// Feeds bytes of the binary's stdout read at `at`.
+    pub fn stdout(&mut self, bytes: &[u8], at: Instant) -> Vec<OutputEvent> {
+        let mut out = self.read_logfile(at);
+        let events = self.parser.stdout(bytes, at);
+        self.filter(events, &mut out);
+        out
+    }
+
+    /// Feeds bytes of the binary's stderr read at `at`.
+    pub fn stderr(&mut self, bytes: &[u8], at: Instant) -> Vec<OutputEvent> {
+        let mut out = self.read_logfile(at);
+        let bytes = self.without_deprecation(bytes);
+        let events = self.parser.stderr(&bytes, at);
+        self.filter(events, &mut out);
+        out
+    }
+
+    /// libtest's one-line notice that `--logfile` is deprecated is ours, not the tests'.
+    fn without_deprecation(&mut self, bytes: &[u8]) -> Vec<u8> {
+        if self.dropped_deprecation || !matches!(self.source, Source::Logfile(_)) {
+            return bytes.to_vec();
+        }
+        let notice = format!("{DEPRECATION_NOTICE}\n");
+        match bytes
+            .windows(notice.len())
+            .position(|w| w == notice.as_bytes())
+        {
+            Some(at) => {
+                self.dropped_deprecation = true;
+                let mut out = bytes[..at].to_vec();
+                out.extend_from_slice(&bytes[at + notice.len()..]);
+                out
+            }
+            None => bytes.to_vec(),
+        }
+    }
+
+    /// Takes one line of the binary's events file.
+    pub fn event(&mut self, event: &Event, at: Instant) -> Vec<OutputEvent> {
+        let mut out = Vec::new();
+        let pid = match event {
+            Event::Start { pid, .. } | Event::End { pid, .. } => *pid,
+        };
+        if pid != self.pid {
+            return out;
+        }
+        let events = self.parser.harness_event(event);
+        if !self.from_evidence() {
+            return events;
+        }
+        let Some(&i) = self.index.get(event.test()) else {
+            return out;
+        };
+        match event {
+            Event::Start { test, .. } => {
+                self.tests[i].started = true;
+                self.announce(test.clone(), &mut out);
+            }
+            Event::End {
+                outcome,
+                duration_us,
+                message,
+                ..
+            } => {
+                self.tests[i].end = Some((
+                    *outcome,
+                    Duration::from_micros(*duration_us),
+                    message.clone(),
+                ));
+                self.evidence_arrived(i, at, &mut out);
+            }
+        }
+        out
+    }
+
+    /// New records of libtest's logfile, read now (`at`).
+    pub fn read_logfile(&mut self, at: Instant) -> Vec<OutputEvent> {
+        let mut out = Vec::new();
+        let Source::Logfile(tail) = &mut self.source else {
+            return out;
+        };
+        let lines = tail.read_lines();
+        for line in lines {
+            let Some(record) = self.log.line(&String::from_utf8_lossy(&line)) else {
+                continue;
+            };
+            let Some(&i) = self.index.get(&record.name) else {
+                continue;
+            };
+            if self.tests[i].record.is_some() {
+                continue;
+            }
+            self.tests[i].record = Some((record.verdict, at));
+            self.completions.push(at);
+            self.evidence_arrived(i, at, &mut out);
+        }
+        self.announce_prefix(&mut out);
+        out
+    }
+
+    /// The `#[capped]` test whose own timeout passed while its binary runs on: its thread
+    /// is abandoned with its slots held, so the runner ends the process and runs the rest
+    /// again.
+    pub fn capped_timed_out(&self) -> Option<&str> {
+        if !matches!(self.source, Source::Logfile(_)) {
+            return None;
+        }
+        self.tests
+            .iter()
+            .position(|t| matches!(t.end, Some((Outcome::TimedOut, ..))))
+            .map(|i| self.names[i].as_str())
+    }
+
+    fn announce(&mut self, name: String, out: &mut Vec<OutputEvent>) {
+        if self.announced.insert(name.clone()) {
+            out.push(OutputEvent::Started { name });
+        }
+    }
+
+    /// Announces the plain tests the prefix rule says have started.
+    fn announce_prefix(&mut self, out: &mut Vec<OutputEvent>) {
+        if !self.ordered {
+            return;
+        }
+        let started = (self.threads + self.completions.len()).min(self.names.len());
+        for i in 0..started {
+            if self.tests[i].record.is_none() && self.runs(i) {
+                self.announce(self.names[i].clone(), out);
+            }
+        }
+    }
+
+    /// Whether test `i` executes (rather than being reported ignored at once).
+    fn runs(&self, i: usize) -> bool {
+        self.runs_ignored || !self.tests[i].listed_ignored
+    }
+
+    /// When plain test `i` started, by the prefix rule.
+    fn start_of(&self, i: usize) -> Option<Instant> {
+        if !self.ordered {
+            return None;
+        }
+        match i.checked_sub(self.threads) {
+            None => Some(self.spawned),
+            Some(k) => self.completions.get(k).copied(),
+        }
+    }
+
+    /// The verdict the evidence gives test `i`, if any (`at_end`: the process ended, so an
+    /// `end` event without libtest's record counts too).
+    fn verdict(&self, i: usize, at_end: bool) -> Option<Verdict> {
+        let test = &self.tests[i];
+        if let Some((Outcome::TimedOut, after, _)) = &test.end {
+            return Some(Verdict {
+                status: TestStatus::TimedOut { after: *after },
+                duration: Some(*after),
+                note: None,
+            });
+        }
+        let event_duration = test.end.as_ref().map(|(_, d, _)| *d);
+        let from_events_only = matches!(self.source, Source::Events) || at_end;
+        match (&test.record, &test.end) {
+            (Some((verdict, seen)), _) => {
+                let duration = event_duration.or_else(|| {
+                    let start = self.start_of(i)?;
+                    Some(seen.saturating_duration_since(start))
+                });
+                let (status, note) = match verdict {
+                    LogVerdict::Passed => (TestStatus::Passed, None),
+                    LogVerdict::Failed { message } => (TestStatus::Failed, message.clone()),
+                    LogVerdict::Ignored { .. } => (TestStatus::Ignored, None),
+                };
+                Some(Verdict {
+                    status,
+                    duration: duration.filter(|_| !matches!(verdict, LogVerdict::Ignored { .. })),
+                    note,
+                })
+            }
+            (None, Some((outcome, duration, message))) if from_events_only => {
+                let status = match outcome {
+                    Outcome::Passed => TestStatus::Passed,
+                    Outcome::Failed => TestStatus::Failed,
+                    Outcome::Ignored => TestStatus::Ignored,
+                    Outcome::TimedOut => unreachable!("handled above"),
+                };
+                Some(Verdict {
+                    status,
+                    duration: Some(*duration),
+                    note: message
+                        .clone()
+                        .filter(|_| matches!(outcome, Outcome::Failed)),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Evidence for test `i` arrived: announce a failure, send a held result.
+    fn evidence_arrived(&mut self, i: usize, _at: Instant, out: &mut Vec<OutputEvent>) {
+        let Some(verdict) = self.verdict(i, false) else {
+            return;
+        };
+        let name = self.names[i].clone();
+        if verdict.status.is_failure() && self.failing.insert(name.clone()) {
+            out.push(OutputEvent::Failing { name: name.clone() });
+        }
+        if let Some(result) = self.held.remove(&name) {
+            self.settle(i, result, verdict, out);
+        }
+    }
+
+    /// Sends `result` with `verdict`'s status, unless the verdict is a failure the text
+    /// does not show yet (libtest prints a failure's output after every test ran): then it
+    /// waits for the end.
+    fn settle(
+        &mut self,
+        i: usize,
+        mut result: TestResult,
+        verdict: Verdict,
+        out: &mut Vec<OutputEvent>,
+    ) {
+        if verdict.status.is_failure() && !result.status.is_failure() {
+            self.held.insert(self.names[i].clone(), result);
+            return;
+        }
+        apply(&mut result, verdict);
+        self.emitted.insert(result.name.clone(), result.clone());
+        out.push(OutputEvent::Finished(result));
+    }
+
+    /// Keeps what the parser learned that evidence backs: results wait for their verdict,
+    /// progress comes from the evidence itself.
+    fn filter(&mut self, events: Vec<OutputEvent>, out: &mut Vec<OutputEvent>) {
+        if !self.from_evidence() {
+            out.extend(events);
+            return;
+        }
+        for event in events {
+            match event {
+                OutputEvent::Finished(result) => {
+                    let Some(&i) = self.index.get(&result.name) else {
+                        continue;
+                    };
+                    if self.emitted.contains_key(&result.name) {
+                        continue;
+                    }
+                    match self.verdict(i, false) {
+                        Some(verdict) => self.settle(i, result, verdict, out),
+                        None => {
+                            self.held.insert(result.name.clone(), result);
+                        }
+                    }
+                }
+                OutputEvent::Slow { name } if self.index.contains_key(&name) => {
+                    out.push(OutputEvent::Slow { name });
+                }
+                // Starts and failures come from the evidence.
+                OutputEvent::Started { .. } | OutputEvent::Failing { .. } => {}
+                OutputEvent::Slow { .. } => {}
+            }
+        }
+    }
+
+    /// Resolves every test now that the process ended as `end`.
+    pub fn finish(mut self, end: &BinaryEnd) -> Resolution {
+        let mut ignore = Vec::new();
+        let _ = self.read_logfile(Instant::now());
+        self.filter(Vec::new(), &mut ignore);
+        let from_evidence = self.from_evidence();
+        let parser = std::mem::replace(
+            &mut self.parser,
+            OutputParser::new(self.binary.clone(), &[], 1),
+        );
+        let mut parsed = parser.finish(end);
+        if !from_evidence {
+            return Resolution {
+                parsed,
+                restart: Vec::new(),
+            };
+        }
+        parsed.stray_output = strip_line(&parsed.stray_output, DEPRECATION_NOTICE);
+        if let Source::Logfile(tail) = &self.source
+            && tail.shrank()
+        {
+            parsed.stray_output.push_str(
+                "\n(libtest's logfile was rewritten while the binary ran; verdicts after that are missing)",
+            );
+        }
+        let mut texts: HashMap<String, TestResult> =
+            parsed.all.drain(..).map(|r| (r.name.clone(), r)).collect();
+        let verdicts: Vec<Option<Verdict>> = (0..self.names.len())
+            .map(|i| self.verdict(i, true))
+            .collect();
+        // The tests that may have been running when the process ended.
+        let mut running: Vec<String> = Vec::new();
+        let unverdicted: Vec<usize> = (0..self.names.len())
+            .filter(|&i| verdicts[i].is_none() && self.runs(i))
+            .collect();
+        match self.source {
+            Source::Logfile(_) if self.ordered => {
+                running.extend(
+                    unverdicted
+                        .iter()
+                        .take(self.threads)
+                        .map(|&i| self.names[i].clone()),
+                );
+            }
+            Source::Logfile(_) => {
+                running.extend(unverdicted.iter().map(|&i| self.names[i].clone()));
+            }
+            _ => {}
+        }
+        for &i in &unverdicted {
+            if self.tests[i].started && !running.contains(&self.names[i]) {
+                running.push(self.names[i].clone());
+            }
+        }
+        let restarting = matches!(end.killed, Some(KillReason::TestTimedOut { .. }));
+        let fate = Fate::of(end, false, false);
+        let mut restart = Vec::new();
+        let mut remaining = Vec::new();
+        let mut all = Vec::new();
+        for (i, verdict) in verdicts.into_iter().enumerate() {
+            let name = self.names[i].clone();
+            if let Some(result) = self.emitted.remove(&name) {
+                all.push(result);
+                continue;
+            }
+            let mut result = self
+                .held
+                .remove(&name)
+                .or_else(|| texts.remove(&name))
+                .unwrap_or_else(|| TestResult {
+                    binary: self.binary.clone(),
+                    name: name.clone(),
+                    status: TestStatus::Passed,
+                    duration: None,
+                    output: String::new(),
+                });
+            let parser_status = std::mem::replace(&mut result.status, TestStatus::Passed);
+            match verdict {
+                Some(verdict) => apply(&mut result, verdict),
+                None if restarting && self.runs(i) => {
+                    restart.push(name);
+                    continue;
+                }
+                None if !self.runs(i) => result.status = TestStatus::Ignored,
+                None => {
+                    let was_running = running.contains(&name);
+                    let told = match &parser_status {
+                        TestStatus::NotRun { reason } if !was_running => Some(reason.as_str()),
+                        _ => None,
+                    };
+                    let (status, note) = fate.status(
+                        &name,
+                        was_running,
+                        &running,
+                        self.tests[i].listed_ignored,
+                        told,
+                    );
+                    if matches!(status, TestStatus::NotRun { .. }) {
+                        result.output.clear();
+                    }
+                    if !was_running && told.is_some() {
+                        result.status = TestStatus::NotRun {
+                            reason: told.unwrap_or_default().to_string(),
+                        };
+                    } else {
+                        result.status = status;
+                    }
+                    if let Some(note) = note {
+                        append_note(&mut result.output, &note);
+                    }
+                    result.duration = None;
+                }
+            }
+            remaining.push(result.clone());
+            all.push(result);
+        }
+        parsed.remaining = remaining;
+        parsed.all = all;
+        Resolution { parsed, restart }
+    }
+}
+
+/// Gives `result` the verdict's status and duration, and its note.
+fn apply(result: &mut TestResult, verdict: Verdict) {
+    result.status = verdict.status;
+    if verdict.duration.is_some() {
+        result.duration = verdict.duration;
+    }
+    if let Some(note) = verdict.note
+        && !result.output.contains(&note)
+    {
+        append_note(&mut result.output, &note);
+    }
+}
+
+fn append_note(output: &mut String, note: &str) {
+    if !output.is_empty() && !output.ends_with('\n') {
+        output.push('\n');
+    }
+    if !output.is_empty() {
+        output.push('\n');
+    }
+    output.push_str(note);
+}
+
+/// `text` without its lines equal to `line`.
+fn strip_line(text: &str, line: &str) -> String {
+    if !text.contains(line) {
+        return text.to_string();
+    }
+    text.lines()
+        .filter(|l| l.trim_end() != line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
