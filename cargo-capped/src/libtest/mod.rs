@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+pub mod lines;
 pub mod list;
 pub mod logfile;
 pub mod output;

@@ -25,9 +25,13 @@ use std::time::{Duration, Instant};
 
 use capped_model::protocol::{Event, ListedTest, Outcome};
 
+use super::lines::LineSplitter;
 use super::list::strip_kind;
 use super::{describe_signal, strip_ansi};
 use crate::events::{BinaryId, TestResult, TestStatus};
+
+/// The longest unfinished line looked at for a `test NAME ... ` announcement.
+const PEEK_LIMIT: usize = 4096;
 
 /// Something learned from a binary's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,8 +142,8 @@ pub struct OutputParser {
     listed: Vec<ListedTest>,
     known: HashSet<String>,
     state: State,
-    stdout_partial: Vec<u8>,
-    stderr_partial: Vec<u8>,
+    stdout_lines: LineSplitter,
+    stderr_lines: LineSplitter,
     started: HashSet<String>,
     finished: Vec<TestResult>,
     finished_names: HashSet<String>,
@@ -214,8 +218,8 @@ impl OutputParser {
             listed: listed.to_vec(),
             known: listed.iter().map(|t| t.name.clone()).collect(),
             state: State::Tests,
-            stdout_partial: Vec::new(),
-            stderr_partial: Vec::new(),
+            stdout_lines: LineSplitter::default(),
+            stderr_lines: LineSplitter::default(),
             started: HashSet::new(),
             finished: Vec::new(),
             finished_names: HashSet::new(),
@@ -239,19 +243,15 @@ impl OutputParser {
     /// between calls; invalid UTF-8 is replaced.
     pub fn stdout(&mut self, chunk: &[u8], at: Instant) -> Vec<OutputEvent> {
         let mut events = Vec::new();
-        let mut partial = std::mem::take(&mut self.stdout_partial);
-        partial.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(offset) = partial[start..].iter().position(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(&partial[start..start + offset]);
+        for line in self.stdout_lines.push(chunk) {
             self.stdout_line(&line, at, &mut events);
-            start += offset + 1;
         }
-        partial.drain(..start);
-        if !partial.is_empty() {
-            self.peek_partial(&String::from_utf8_lossy(&partial), at, &mut events);
+        // An announcement `test NAME ... ` is short: a long partial line is a test's output.
+        let partial = self.stdout_lines.partial();
+        if !partial.is_empty() && partial.len() <= PEEK_LIMIT {
+            let partial = String::from_utf8_lossy(partial).into_owned();
+            self.peek_partial(&partial, at, &mut events);
         }
-        self.stdout_partial = partial;
         events
     }
 
@@ -259,16 +259,9 @@ impl OutputParser {
     /// lines go to the test that is running (one test thread) or whose panic message they
     /// are, else to the stray output.
     pub fn stderr(&mut self, chunk: &[u8], _at: Instant) -> Vec<OutputEvent> {
-        let mut partial = std::mem::take(&mut self.stderr_partial);
-        partial.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(offset) = partial[start..].iter().position(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(&partial[start..start + offset]).into_owned();
+        for line in self.stderr_lines.push(chunk) {
             self.other_line(&clean(&line));
-            start += offset + 1;
         }
-        partial.drain(..start);
-        self.stderr_partial = partial;
         Vec::new()
     }
 
@@ -302,14 +295,10 @@ impl OutputParser {
     /// returns the final results.
     pub fn finish(mut self, end: &BinaryEnd) -> ParsedBinary {
         let mut events = Vec::new();
-        if !self.stdout_partial.is_empty() {
-            let partial = std::mem::take(&mut self.stdout_partial);
-            let line = String::from_utf8_lossy(&partial).into_owned();
+        if let Some(line) = self.stdout_lines.finish() {
             self.stdout_line(&line, Instant::now(), &mut events);
         }
-        if !self.stderr_partial.is_empty() {
-            let partial = std::mem::take(&mut self.stderr_partial);
-            let line = String::from_utf8_lossy(&partial).into_owned();
+        if let Some(line) = self.stderr_lines.finish() {
             self.other_line(&clean(&line));
         }
         // A block cut short is still the test's output.

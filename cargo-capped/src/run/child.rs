@@ -19,7 +19,7 @@
 
 use std::io::{self, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use crate::process::{self, Termination};
@@ -62,7 +62,7 @@ impl ChildProcess {
     /// Spawns `command` as the loop's binary `unit`: stdin null, stdout and stderr piped
     /// and read by threads of their own, in a new process group, killed if the runner dies
     /// ([`process::spawn`]: call this from the loop's thread), its exit reported on `wake`.
-    pub fn spawn(mut command: Command, unit: usize, wake: &Sender<Wake>) -> io::Result<Self> {
+    pub fn spawn(mut command: Command, unit: usize, wake: &SyncSender<Wake>) -> io::Result<Self> {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -185,13 +185,18 @@ impl ChildProcess {
 /// Blocks until child `pid` exits (without reaping it), then wakes the loop. When the loop
 /// reaped it first (it looked on its own), the wait fails with `ECHILD`: the wake is then
 /// a harmless extra.
-fn wait_for_exit(pid: u32, unit: usize, wake: Sender<Wake>) {
+fn wait_for_exit(pid: u32, unit: usize, wake: SyncSender<Wake>) {
     let _ = process::wait_exited(pid);
     let _ = wake.send(Wake::Exited { unit });
 }
 
 /// Sends what `stream` yields, chunk by chunk, then `Closed`.
-fn read_stream(mut stream: Box<dyn Read + Send>, unit: usize, stderr: bool, wake: Sender<Wake>) {
+fn read_stream(
+    mut stream: Box<dyn Read + Send>,
+    unit: usize,
+    stderr: bool,
+    wake: SyncSender<Wake>,
+) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         match stream.read(&mut buffer) {
@@ -248,7 +253,7 @@ mod tests {
 
     #[test]
     fn output_then_exit_wake_the_loop_and_the_child_is_reaped() {
-        let (sender, receiver) = mpsc::channel();
+        let (sender, receiver) = mpsc::sync_channel(64);
         let mut child = ChildProcess::spawn(sh("echo out; echo err >&2; exit 3"), 7, &sender)
             .expect("spawn sh");
         let mut out = Vec::new();
@@ -276,7 +281,7 @@ mod tests {
 
     #[test]
     fn terminate_then_kill_after_grace_ends_the_whole_group() {
-        let (sender, receiver) = mpsc::channel();
+        let (sender, receiver) = mpsc::sync_channel(64);
         // A shell that ignores SIGTERM, with a grandchild in its group.
         let mut child = ChildProcess::spawn(
             sh("trap '' TERM; sleep 30 & echo $!; while :; do sleep 1; done"),
@@ -320,7 +325,7 @@ mod tests {
     #[test]
     fn a_child_of_a_dead_thread_is_killed() {
         // The thread that spawns the child dies at once: PDEATHSIG kills the child.
-        let (sender, receiver) = mpsc::channel();
+        let (sender, receiver) = mpsc::sync_channel(64);
         let child = std::thread::spawn(move || {
             ChildProcess::spawn(sh("sleep 30"), 0, &sender).expect("spawn sh")
         })

@@ -76,8 +76,8 @@ mod runner;
 pub mod signals;
 mod split;
 pub mod summary;
-mod work;
 mod verdicts;
+mod work;
 
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime};
@@ -140,7 +140,9 @@ pub fn run(
         ids.dedup();
         ids.len()
     };
-    let (sender, receiver) = mpsc::channel();
+    // Bounded: a child that writes faster than the loop reads waits in its pipe instead of
+    // growing the runner's memory.
+    let (sender, receiver) = mpsc::sync_channel(runner::WAKE_QUEUE);
     let start_width = hooks.width(plan.caps.test_threads());
     let width = start_width.width.clamp(1, plan.caps.test_threads().max(1));
     let mut runner = Runner {

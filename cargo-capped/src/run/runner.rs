@@ -23,7 +23,7 @@
 //! * Every running binary is looked at at least every [`TICK`] and at every wake-up.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use capped_model::Caps;
@@ -44,6 +44,10 @@ use crate::plan::Plan;
 /// children when nothing wakes it, and retries binaries whose resources were busy.
 pub const TICK: Duration = Duration::from_millis(20);
 
+/// How many wake-ups (each at most one 16 KiB chunk of output) wait for the loop at most;
+/// past that a child's reader waits, and so does the child, in its pipe.
+pub const WAKE_QUEUE: usize = 64;
+
 /// The name given to a binary's listing failure in results.
 pub const LISTING: &str = "(listing)";
 
@@ -58,7 +62,7 @@ pub(super) struct Runner<'a> {
     pub(super) units: Vec<Unit>,
     /// Indices of `units`, in the order they are tried.
     pub(super) order: Vec<usize>,
-    pub(super) sender: Sender<Wake>,
+    pub(super) sender: SyncSender<Wake>,
     pub(super) receiver: Receiver<Wake>,
     pub(super) hooks: &'a mut dyn RunHooks,
     pub(super) sink: &'a mut dyn FnMut(&RunEvent),
@@ -196,7 +200,12 @@ impl Runner<'_> {
             .fold(TICK, Duration::min);
         if let Ok(wake) = self.receiver.recv_timeout(timeout) {
             self.handle(wake);
-            while let Ok(wake) = self.receiver.try_recv() {
+            // At most a queue's worth: a child that floods its output keeps the queue full,
+            // and signals, timeouts and the watchdog must still be looked at.
+            for _ in 1..WAKE_QUEUE {
+                let Ok(wake) = self.receiver.try_recv() else {
+                    break;
+                };
                 self.handle(wake);
             }
         }
