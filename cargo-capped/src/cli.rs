@@ -457,7 +457,7 @@ const UNSUPPORTED_TEST_FLAGS: [(&libtest_args::Flag, &str); 9] = [
     ),
     (
         &libtest_args::QUIET,
-        "cargo capped reads each test's result line: use `cargo capped -q` (before `--`)",
+        "cargo capped reads each test's output to show it with the test: use `cargo capped -q` (before `--`)",
     ),
     (
         &libtest_args::FORMAT,
@@ -470,7 +470,7 @@ const UNSUPPORTED_TEST_FLAGS: [(&libtest_args::Flag, &str); 9] = [
     (&libtest_args::LIST, "use `cargo capped list`"),
     (
         &libtest_args::LOGFILE,
-        "use --junit PATH or --message-format json",
+        "cargo capped gives libtest a logfile of its own to read verdicts from; for a record of the run use --junit PATH or --message-format json",
     ),
     (
         &libtest_args::SHUFFLE,

@@ -365,6 +365,7 @@ impl Verdicts {
         };
         let name = self.names[i].clone();
         if verdict.status.is_failure() && self.failing.insert(name.clone()) {
+            self.parser.expect_failure(&name);
             out.push(OutputEvent::Failing { name: name.clone() });
         }
         if let Some(result) = self.held.remove(&name) {
@@ -407,6 +408,8 @@ impl Verdicts {
                     if self.emitted.contains_key(&result.name) {
                         continue;
                     }
+                    // The parser's latest word on a test replaces what it said before.
+                    self.held.remove(&result.name);
                     match self.verdict(i, false) {
                         Some(verdict) => self.settle(i, result, verdict, out),
                         None => {
@@ -489,17 +492,24 @@ impl Verdicts {
                 all.push(result);
                 continue;
             }
-            let mut result = self
-                .held
-                .remove(&name)
-                .or_else(|| texts.remove(&name))
-                .unwrap_or_else(|| TestResult {
-                    binary: self.binary.clone(),
-                    name: name.clone(),
-                    status: TestStatus::Passed,
-                    duration: None,
-                    output: String::new(),
-                });
+            let text = texts.remove(&name);
+            let mut result = match (self.held.remove(&name), text) {
+                // The parser's final text (a failure's block came after a printed pass).
+                (Some(mut held), Some(text)) => {
+                    if !text.output.is_empty() {
+                        held.output = text.output;
+                    }
+                    Some(held)
+                }
+                (held, text) => held.or(text),
+            }
+            .unwrap_or_else(|| TestResult {
+                binary: self.binary.clone(),
+                name: name.clone(),
+                status: TestStatus::Passed,
+                duration: None,
+                output: String::new(),
+            });
             let parser_status = std::mem::replace(&mut result.status, TestStatus::Passed);
             match verdict {
                 Some(verdict) => apply(&mut result, verdict),
