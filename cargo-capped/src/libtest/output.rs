@@ -822,7 +822,11 @@ impl OutputParser {
             duration: failing.duration,
             output,
         };
-        self.finish_one(result, events);
+        // A failing entry is unique per test; one for a test already finished comes from
+        // `expect_failure` and corrects a pass its output claimed.
+        self.finished_names.insert(result.name.clone());
+        events.push(OutputEvent::Finished(result.clone()));
+        self.finished.push(result);
     }
 
     /// `test result: …`: tests are over; failed tests get what output they have.
