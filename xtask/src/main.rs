@@ -4,9 +4,12 @@
 //!   the docs with warnings denied, and the whole test suite (`--locked`), last.
 //! * `cargo xtask bench` — the benchmarks: every bench prints JSON lines
 //!   `{"bench": name, "value": v, "unit": u, "target": t?}`; this collects them into one
-//!   table, so ratios come from one run on one machine.
+//!   table, so ratios come from one run on one machine. `cargo xtask bench NAME` runs only
+//!   the benches whose name contains NAME (`cargo xtask bench output`: the runner's output
+//!   handling).
 
 mod mixed_suite;
+mod output_suite;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -117,6 +120,10 @@ const BENCHES: &[Bench] = &[
         kind: Kind::Here(runner_mixed_suite),
     },
     Bench {
+        name: "runner output",
+        kind: Kind::Here(runner_output),
+    },
+    Bench {
         name: "watchdog",
         kind: Kind::Cargo(&[
             "bench",
@@ -157,8 +164,8 @@ fn parse_row(line: &str) -> Option<serde_json::Value> {
     Some(value)
 }
 
-/// Builds the release cargo-capped (what users install) and runs the mixed suite with it.
-fn runner_mixed_suite(root: &Path) -> Result<Vec<serde_json::Value>, String> {
+/// Builds the release cargo-capped (what users install); returns its path.
+fn release_runner(root: &Path) -> Result<PathBuf, String> {
     let status = cargo()
         .args(["build", "--release", "--locked", "-p", "cargo-capped"])
         .status()
@@ -166,7 +173,17 @@ fn runner_mixed_suite(root: &Path) -> Result<Vec<serde_json::Value>, String> {
     if !status.success() {
         return Err("building cargo-capped failed".into());
     }
-    mixed_suite::run(root, &root.join("target/release/cargo-capped"))
+    Ok(root.join("target/release/cargo-capped"))
+}
+
+/// Runs the mixed suite with the release runner.
+fn runner_mixed_suite(root: &Path) -> Result<Vec<serde_json::Value>, String> {
+    mixed_suite::run(root, &release_runner(root)?)
+}
+
+/// Runs the output benchmark with the release runner.
+fn runner_output(root: &Path) -> Result<Vec<serde_json::Value>, String> {
+    output_suite::run(root, &release_runner(root)?)
 }
 
 fn bench(filter: Option<&str>) -> ExitCode {

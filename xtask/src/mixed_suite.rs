@@ -234,7 +234,7 @@ impl BinarySpec {
     }
 }
 
-fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
     if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
         std::fs::write(path, text)?;
     }
@@ -247,7 +247,7 @@ struct Contender {
     run: Vec<String>,
 }
 
-fn cargo_command(program: &Path, dir: &Path, target: &Path, args: &[String]) -> Command {
+pub(crate) fn cargo_command(program: &Path, dir: &Path, target: &Path, args: &[String]) -> Command {
     let mut command = Command::new(program);
     command
         .args(args)
@@ -273,7 +273,7 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-fn row(bench: String, value: f64, unit: &str, target: Option<f64>) -> serde_json::Value {
+pub(crate) fn row(bench: String, value: f64, unit: &str, target: Option<f64>) -> serde_json::Value {
     let mut row = serde_json::json!({ "bench": bench, "value": value, "unit": unit });
     if let Some(target) = target {
         row["target"] = serde_json::json!(target);
