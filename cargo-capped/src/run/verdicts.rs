@@ -157,7 +157,7 @@ impl Verdicts {
         }
     }
 
-    fn from_evidence(&self) -> bool {
+    fn has_evidence(&self) -> bool {
         !matches!(self.source, Source::Output)
     }
 
@@ -208,7 +208,7 @@ impl Verdicts {
             return out;
         }
         let events = self.parser.harness_event(event);
-        if !self.from_evidence() {
+        if !self.has_evidence() {
             return events;
         }
         let Some(&i) = self.index.get(event.test()) else {
@@ -388,6 +388,7 @@ impl Verdicts {
             return;
         }
         apply(&mut result, verdict);
+        result.output = strip_line(&result.output, DEPRECATION_NOTICE);
         self.emitted.insert(result.name.clone(), result.clone());
         out.push(OutputEvent::Finished(result));
     }
@@ -395,7 +396,7 @@ impl Verdicts {
     /// Keeps what the parser learned that evidence backs: results wait for their verdict,
     /// progress comes from the evidence itself.
     fn filter(&mut self, events: Vec<OutputEvent>, out: &mut Vec<OutputEvent>) {
-        if !self.from_evidence() {
+        if !self.has_evidence() {
             out.extend(events);
             return;
         }
@@ -432,7 +433,7 @@ impl Verdicts {
         let mut ignore = Vec::new();
         let _ = self.read_logfile(Instant::now());
         self.filter(Vec::new(), &mut ignore);
-        let from_evidence = self.from_evidence();
+        let from_evidence = self.has_evidence();
         let parser = std::mem::replace(
             &mut self.parser,
             OutputParser::new(self.binary.clone(), &[], 1),
@@ -547,6 +548,7 @@ impl Verdicts {
                     result.duration = None;
                 }
             }
+            result.output = strip_line(&result.output, DEPRECATION_NOTICE);
             remaining.push(result.clone());
             all.push(result);
         }
@@ -588,4 +590,229 @@ fn strip_line(text: &str, line: &str) -> String {
         .filter(|l| l.trim_end() != line)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::path::Path;
+
+    use capped_model::protocol::ListedTest;
+
+    use super::*;
+
+    fn listing(names: &[&str]) -> Listing {
+        Listing {
+            tests: names
+                .iter()
+                .map(|name| ListedTest {
+                    name: name.to_string(),
+                    groups: Vec::new(),
+                    threads: 1,
+                    mem: None,
+                    timeout_ms: None,
+                    ignored: false,
+                })
+                .collect(),
+            harness: false,
+            logfile: true,
+        }
+    }
+
+    fn binary() -> BinaryId {
+        BinaryId {
+            package: "p".into(),
+            target: "t".into(),
+            kind: "test".into(),
+        }
+    }
+
+    fn append(path: &Path, text: &str) {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+
+    fn verdicts(dir: &Path, names: &[&str], threads: usize) -> Verdicts {
+        let tail = FileTail::new(dir.join("log"));
+        Verdicts::new(
+            binary(),
+            &listing(names),
+            Source::Logfile(tail),
+            7,
+            threads,
+            &[],
+        )
+    }
+
+    fn finished(events: &[OutputEvent]) -> Vec<(String, TestStatus)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                OutputEvent::Finished(r) => Some((r.name.clone(), r.status.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn status_of(resolution: &Resolution, name: &str) -> TestStatus {
+        resolution
+            .parsed
+            .all
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.status.clone())
+            .unwrap_or_else(|| panic!("no result for {name}"))
+    }
+
+    fn exited(code: i32) -> BinaryEnd {
+        BinaryEnd {
+            exit_code: Some(code),
+            signal: None,
+            killed: None,
+        }
+    }
+
+    #[test]
+    fn a_printed_pass_waits_for_the_record_and_takes_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut v = verdicts(dir.path(), &["a", "b"], 1);
+        let now = Instant::now();
+        // `b` prints a pass for `a` before libtest recorded anything of `a`.
+        let events = v.stdout(b"\nrunning 2 tests\ntest a ... ok\n", now);
+        assert!(finished(&events).is_empty(), "no evidence yet: {events:?}");
+        append(&log, "failed a\n");
+        let events = v.read_logfile(now);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, OutputEvent::Failing { name } if name == "a"))
+        );
+        assert!(finished(&events).is_empty(), "its text comes later");
+        append(&log, "ok b\n");
+        let events = v.stdout(b"test b ... ok\n", now);
+        assert_eq!(finished(&events), vec![("b".into(), TestStatus::Passed)]);
+        let resolution = v.finish(&exited(101));
+        assert_eq!(status_of(&resolution, "a"), TestStatus::Failed);
+        assert_eq!(status_of(&resolution, "b"), TestStatus::Passed);
+    }
+
+    #[test]
+    fn no_record_is_never_a_pass_whatever_the_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut v = verdicts(dir.path(), &["a", "b", "c"], 1);
+        append(&log, "ok a\n");
+        let green = "test a ... ok\ntest b ... ok\ntest c ... ok\n\ntest result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let _ = v.stdout(green.as_bytes(), Instant::now());
+        let resolution = v.finish(&exited(0));
+        assert_eq!(status_of(&resolution, "a"), TestStatus::Passed);
+        assert_eq!(
+            status_of(&resolution, "b"),
+            TestStatus::Failed,
+            "it was running"
+        );
+        assert!(matches!(
+            status_of(&resolution, "c"),
+            TestStatus::NotRun { .. }
+        ));
+    }
+
+    #[test]
+    fn the_running_tests_are_the_first_threads_without_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut v = verdicts(dir.path(), &["a", "b", "c", "d", "e"], 2);
+        append(&log, "ok a\nok c\n");
+        let _ = v.read_logfile(Instant::now());
+        let resolution = v.finish(&BinaryEnd {
+            exit_code: None,
+            signal: Some(6),
+            killed: None,
+        });
+        assert_eq!(status_of(&resolution, "b"), TestStatus::Failed);
+        assert_eq!(status_of(&resolution, "d"), TestStatus::Failed);
+        assert!(matches!(
+            status_of(&resolution, "e"),
+            TestStatus::NotRun { .. }
+        ));
+        let b = resolution
+            .parsed
+            .all
+            .iter()
+            .find(|r| r.name == "b")
+            .unwrap();
+        assert!(b.output.contains("also running: d"), "{}", b.output);
+    }
+
+    #[test]
+    fn events_of_other_processes_are_not_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = verdicts(dir.path(), &["a"], 1);
+        let end = |pid| Event::End {
+            test: "a".into(),
+            pid,
+            at_us: 1,
+            outcome: Outcome::TimedOut,
+            duration_us: 1_000_000,
+            message: None,
+        };
+        let _ = v.event(&end(8), Instant::now());
+        assert_eq!(v.capped_timed_out(), None, "another process's event");
+        let _ = v.event(&end(7), Instant::now());
+        assert_eq!(v.capped_timed_out(), Some("a"));
+    }
+
+    #[test]
+    fn a_capped_timeout_restarts_the_tests_without_a_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut v = verdicts(dir.path(), &["a", "b", "c", "d"], 1);
+        append(&log, "ok a\n");
+        let _ = v.event(
+            &Event::End {
+                test: "b".into(),
+                pid: 7,
+                at_us: 1,
+                outcome: Outcome::TimedOut,
+                duration_us: 1_000_000,
+                message: None,
+            },
+            Instant::now(),
+        );
+        let resolution = v.finish(&BinaryEnd {
+            exit_code: None,
+            signal: Some(15),
+            killed: Some(KillReason::TestTimedOut { test: "b".into() }),
+        });
+        assert_eq!(
+            status_of(&resolution, "b"),
+            TestStatus::TimedOut {
+                after: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(resolution.restart, vec!["c".to_string(), "d".to_string()]);
+    }
+
+    #[test]
+    fn durations_follow_the_order_libtest_starts_tests_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut v = verdicts(dir.path(), &["a", "b", "c"], 2);
+        let spawned = v.spawned;
+        append(&log, "ok a\n");
+        let _ = v.read_logfile(spawned + Duration::from_millis(100));
+        append(&log, "ok c\nok b\n");
+        let _ = v.read_logfile(spawned + Duration::from_millis(300));
+        // `c` took `a`'s slot when `a` ended (100 ms): 200 ms; `b` ran from the start.
+        let c = v.verdict(2, false).unwrap();
+        assert_eq!(c.duration, Some(Duration::from_millis(200)));
+        let b = v.verdict(1, false).unwrap();
+        assert_eq!(b.duration, Some(Duration::from_millis(300)));
+    }
 }
