@@ -208,6 +208,43 @@ impl Event {
     }
 }
 
+/// The line a harness prints for the tests it never started, so the runner can give them
+/// that reason: `capped: 2 tests not run because REASON: a, b`. It is text for people; the
+/// runner takes only the reason from it, never a verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRunNote {
+    /// Why (`the run stopped after x timed out`).
+    pub reason: String,
+    /// The tests.
+    pub tests: Vec<String>,
+}
+
+impl NotRunNote {
+    /// The line, without a newline.
+    pub fn format(&self) -> String {
+        let count = match self.tests.len() {
+            1 => "1 test".to_string(),
+            n => format!("{n} tests"),
+        };
+        format!(
+            "capped: {count} not run because {}: {}",
+            self.reason,
+            self.tests.join(", ")
+        )
+    }
+
+    /// Reads a line [`NotRunNote::format`] wrote.
+    pub fn parse(line: &str) -> Option<NotRunNote> {
+        let rest = line.strip_prefix("capped: ")?;
+        let (_, rest) = rest.split_once(" not run because ")?;
+        let (reason, names) = rest.rsplit_once(": ")?;
+        Some(NotRunNote {
+            reason: reason.to_string(),
+            tests: names.split(", ").map(|n| n.trim().to_string()).collect(),
+        })
+    }
+}
+
 /// Unix time now, in microseconds.
 pub fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -283,6 +320,18 @@ mod tests {
         }
         assert!(parse_groups("gpu=x").unwrap_err().contains("name=max"));
         assert!(parse_groups("gpu=1@planet").unwrap_err().contains("host"));
+    }
+
+    #[test]
+    fn not_run_notes_round_trip() {
+        for tests in [vec!["a::b".to_string()], vec!["x".into(), "y::z".into()]] {
+            let note = NotRunNote {
+                reason: "the run stopped after t::slow timed out".into(),
+                tests,
+            };
+            assert_eq!(NotRunNote::parse(&note.format()), Some(note));
+        }
+        assert_eq!(NotRunNote::parse("test a ... ok"), None);
     }
 
     #[test]

@@ -145,6 +145,18 @@ pub enum RunEvent {
         /// Its name.
         name: String,
     },
+    /// A line a test binary printed while it ran, shown live under `--nocapture`.
+    TestOutput {
+        /// Its binary.
+        binary: BinaryId,
+        /// The test that printed it, when only one of the binary's tests was running (or
+        /// the line is that test's panic message); `None` when several were.
+        test: Option<String>,
+        /// Whether it came on stderr.
+        stderr: bool,
+        /// The line, without its newline (cut at 64 KiB).
+        line: String,
+    },
     /// A test ended.
     TestFinished(TestResult),
     /// A test binary ended.

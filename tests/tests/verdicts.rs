@@ -183,3 +183,133 @@ fn every_test_has_its_own_duration_at_width_2() {
     assert!(ms("b_long") >= 600.0, "{text}");
     assert!(ms("b_long") > ms("d_short"), "{text}");
 }
+
+/// The human report of `cargo capped ARGS` in the verdicts fixture.
+fn run_human(args: &[&str]) -> Output {
+    let scratch = RunScratch::new();
+    let mut command = capped_in("verdicts");
+    let (ours, theirs) = match args.iter().position(|a| *a == "--") {
+        Some(at) => args.split_at(at),
+        None => (args, &[][..]),
+    };
+    command.args(ours);
+    scratch.apply(&mut command);
+    command.args(["--color", "never"]).args(theirs);
+    command.output().expect("running cargo capped")
+}
+
+#[test]
+fn nocapture_shows_passing_tests_output_live_under_their_names() {
+    let output = run_human(&["t1", "--test", "nocapture", "--", "--nocapture"]);
+    let text = all_text(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    assert!(text.contains("a_prints | hello from a_prints"), "{text}");
+    assert!(
+        text.contains("b_prints_too | hello from b_prints_too"),
+        "{text}"
+    );
+    // Shown once, live, not again under the result.
+    assert_eq!(text.matches("hello from a_prints").count(), 1, "{text}");
+    assert!(
+        !text.contains("deprecated"),
+        "libtest's notice is ours: {text}"
+    );
+    // Two at a time the lines cannot be pinned on one test: the binary's name, and still
+    // every line.
+    let output = run_human(&["t2", "--test", "nocapture", "--", "--nocapture"]);
+    let text = all_text(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    for line in [
+        "hello from a_prints",
+        "to stderr from a_prints",
+        "hello from b_prints_too",
+    ] {
+        assert!(
+            text.contains(&format!("verdicts-fixture::nocapture | {line}"))
+                || text.contains(&format!("a_prints | {line}"))
+                || text.contains(&format!("b_prints_too | {line}")),
+            "{line}: {text}"
+        );
+    }
+}
+
+#[test]
+fn show_output_keeps_passing_tests_output() {
+    let output = run(&["t2", "--test", "nocapture", "--", "--show-output"]);
+    let results = results(&output);
+    let text = describe(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    let a = results["a_prints"]["output"].as_str().unwrap_or_default();
+    assert!(a.contains("hello from a_prints"), "{text}");
+    let b = results["b_prints_too"]["output"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(b.contains("hello from b_prints_too"), "{text}");
+}
+
+#[test]
+fn odd_output_keeps_every_verdict() {
+    for profile in ["t1", "t2"] {
+        let output = run(&[profile, "--test", "odd_output"]);
+        let results = results(&output);
+        let text = describe(&output);
+        assert_eq!(exit_code(&output), 0, "{profile}: {text}");
+        for name in [
+            "a_not_utf8",
+            "b_child_keeps_the_pipes",
+            "c_closes_its_streams",
+        ] {
+            assert_eq!(status(&results, name), "passed", "{profile} {name}: {text}");
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_flood() {
+    use std::io::BufRead;
+    let scratch = RunScratch::new();
+    let mut command = capped_in("verdicts");
+    command.args(["t1", "--test", "flood"]);
+    scratch.apply(&mut command);
+    command
+        .args([
+            "--message-format",
+            "json",
+            "--",
+            "--ignored",
+            "--exact",
+            "b_floods_forever",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut signalled = false;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !signalled && line.contains("\"test-started\"") && line.contains("b_floods_forever")
+            {
+                signalled = true;
+                let _ = sender.send(());
+            }
+        }
+    });
+    receiver
+        .recv_timeout(std::time::Duration::from_secs(300))
+        .expect("the flooding test started");
+    let runner = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(runner, rustix::process::Signal::INT).unwrap();
+    // The loop looks at signals between bounded batches of output: the run ends (a hang
+    // here would be the bug; the bound only keeps a broken build from blocking forever).
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait());
+    });
+    let status = finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the run ended after Ctrl-C")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+}

@@ -379,25 +379,17 @@ pub(crate) fn run(
         .map(|&job| jobs[job].name.as_str())
         .collect();
     if !not_run.is_empty() {
-        report.note(&format!(
-            "\ncapped: {} not run because the run stopped after {stopped_by} timed out: {}",
-            plural(not_run.len(), "test"),
-            not_run.join(", ")
-        ));
+        let note = capped_model::protocol::NotRunNote {
+            reason: format!("the run stopped after {stopped_by} timed out"),
+            tests: not_run.iter().map(|name| name.to_string()).collect(),
+        };
+        report.note(&format!("\n{}", note.format()));
     }
     report.run_end(&failures, counts, run_started.elapsed());
     if counts.failed == 0 && not_run.is_empty() {
         0
     } else {
         101
-    }
-}
-
-fn plural(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }
 

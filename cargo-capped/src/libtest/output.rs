@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use capped_model::protocol::{Event, ListedTest, Outcome};
+use capped_model::protocol::{Event, ListedTest, NotRunNote, Outcome};
 
 use super::lines::LineSplitter;
 use super::list::strip_kind;
@@ -51,6 +51,16 @@ pub enum OutputEvent {
     /// A test's final result. Emitted exactly once per test, here or by
     /// [`OutputParser::finish`].
     Finished(TestResult),
+    /// A line printed while tests ran, to show live (`--nocapture`); `test` when one test
+    /// can be named as its author.
+    Line {
+        /// The test, when known.
+        test: Option<String>,
+        /// Whether it came on stderr.
+        stderr: bool,
+        /// The line.
+        text: String,
+    },
     /// libtest says the test has been running for over 60 seconds.
     Slow {
         /// The test.
@@ -166,6 +176,9 @@ pub struct OutputParser {
     not_run_reasons: HashMap<String, String>,
     harness_started: HashSet<String>,
     harness_ended: HashMap<String, (Outcome, Duration)>,
+    /// Whether its statuses are verdicts (no other evidence exists), so that what it
+    /// concludes at the end goes into the tests' text; else it only sorts text.
+    judges: bool,
 }
 
 #[derive(Debug)]
@@ -236,7 +249,15 @@ impl OutputParser {
             not_run_reasons: HashMap::new(),
             harness_started: HashSet::new(),
             harness_ended: HashMap::new(),
+            judges: true,
         }
+    }
+
+    /// Leaves verdicts to other evidence: at the end, unfinished tests keep the text the
+    /// output gave them, without the parser's conclusions about how they ended.
+    pub fn text_only(mut self) -> OutputParser {
+        self.judges = false;
+        self
     }
 
     /// Feeds bytes read from the binary's stdout at `at`. Lines may be split anywhere
@@ -364,11 +385,11 @@ impl OutputParser {
                     self.not_run_reasons.get(&name).map(String::as_str),
                 );
                 let mut output = match &status {
-                    TestStatus::Passed | TestStatus::NotRun { .. } => String::new(),
-                    TestStatus::Ignored => String::new(),
+                    TestStatus::Passed | TestStatus::NotRun { .. } if self.judges => String::new(),
+                    TestStatus::Ignored if self.judges => String::new(),
                     _ => self.output_of(&name, None),
                 };
-                if let Some(note) = note {
+                if let Some(note) = note.filter(|_| self.judges) {
                     if !output.is_empty() {
                         output.push_str("\n\n");
                     }
@@ -553,10 +574,9 @@ impl OutputParser {
             self.fail(name.to_string(), TestStatus::Failed, None, events);
             return;
         }
-        if let Some((reason, names)) = harness_not_run(line) {
-            for name in names {
-                self.not_run_reasons
-                    .insert(name.to_string(), reason.to_string());
+        if let Some(note) = NotRunNote::parse(line) {
+            for name in note.tests {
+                self.not_run_reasons.insert(name, note.reason.clone());
             }
             self.stray.push(line);
             return;
@@ -670,18 +690,20 @@ impl OutputParser {
                 self.fail(pending.name, status, duration, events)
             }
             status => {
+                // What a passing test printed while it ran (`--nocapture`, one thread) is
+                // its output too.
+                let printed = self.buffers.remove(&pending.name).map(Text::finish);
                 let result = TestResult {
                     binary: self.binary.clone(),
                     output: if status == TestStatus::Ignored {
                         reason.unwrap_or_default()
                     } else {
-                        String::new()
+                        printed.unwrap_or_default()
                     },
                     name: pending.name,
                     status,
                     duration,
                 };
-                self.buffers.remove(&result.name);
                 self.finish_one(result, events);
             }
         }
@@ -799,6 +821,14 @@ impl OutputParser {
     fn close_block(&mut self, name: String, text: Text) {
         if let Some(failing) = self.failing.iter_mut().find(|f| f.name == name) {
             failing.block = Some(text);
+        } else if let Some(passed) = self
+            .finished
+            .iter_mut()
+            .find(|r| r.name == name && r.output.is_empty())
+        {
+            // `--show-output`: a passing test's captured output, printed after every test
+            // ran, joins its result (sent already, or held until the end by the caller).
+            passed.output = text.finish();
         }
     }
 
@@ -1014,15 +1044,6 @@ fn is_terse_progress(line: &str) -> bool {
                 .split_once('/')
                 .is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok())
         })
-}
-
-/// The capped harness's `capped: 3 tests not run because REASON: a, b, c` → the reason
-/// and the names.
-fn harness_not_run(line: &str) -> Option<(&str, impl Iterator<Item = &str>)> {
-    let rest = line.strip_prefix("capped: ")?;
-    let (_, rest) = rest.split_once(" not run because ")?;
-    let (reason, names) = rest.split_once(": ")?;
-    Some((reason, names.split(", ").map(str::trim)))
 }
 
 /// `thread 'NAME' (1234) panicked at …` → NAME.

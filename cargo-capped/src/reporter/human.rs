@@ -54,6 +54,9 @@ pub struct Human {
     /// Binary-level problems, one line each.
     problems: Vec<String>,
     counts: BTreeMap<&'static str, usize>,
+    /// Tests whose output was shown live (`--nocapture`), as `binary name`: their passing
+    /// result does not repeat it.
+    shown_live: std::collections::HashSet<String>,
 }
 
 impl Human {
@@ -67,6 +70,7 @@ impl Human {
             not_run: Vec::new(),
             problems: Vec::new(),
             counts: BTreeMap::new(),
+            shown_live: std::collections::HashSet::new(),
         }
     }
 
@@ -145,6 +149,20 @@ impl Human {
                 }
             }
             RunEvent::TestStarted { .. } => {}
+            RunEvent::TestOutput {
+                binary, test, line, ..
+            } => {
+                // Live output (`--nocapture`): each line under the name of the test that
+                // printed it, or of its binary when several of its tests were running.
+                let who = match test {
+                    Some(test) => {
+                        self.shown_live.insert(format!("{binary} {test}"));
+                        test.clone()
+                    }
+                    None => binary.to_string(),
+                };
+                let _ = writeln!(out, "{} {line}", p.paint(Style::Dim, &format!("{who} |")));
+            }
             RunEvent::TestFinished(result) => self.test_finished(result, &mut out),
             RunEvent::BinaryFinished {
                 binary,
@@ -245,10 +263,16 @@ impl Human {
             p.paint(Style::Binary, &result.binary.to_string()),
             p.paint(Style::Bold, &result.name),
         );
-        if failure && !result.output.trim().is_empty() {
-            self.output_block(
+        let key = format!("{} {}", result.binary, result.name);
+        let passed_with_output = result.status == TestStatus::Passed
+            && !result.output.trim().is_empty()
+            && !self.shown_live.contains(&key);
+        if (failure || passed_with_output) && !result.output.trim().is_empty() {
+            let style = if failure { Style::Fail } else { Style::Dim };
+            self.output_block_styled(
                 &format!("{} {}", result.binary, result.name),
                 &result.output,
+                style,
                 out,
             );
         }
@@ -256,8 +280,13 @@ impl Human {
 
     /// `--- OUTPUT: WHAT ---`, the text, and a blank line.
     fn output_block(&self, what: &str, text: &str, out: &mut String) {
+        self.output_block_styled(what, text, Style::Fail, out);
+    }
+
+    /// [`Human::output_block`] with the header in `style`.
+    fn output_block_styled(&self, what: &str, text: &str, style: Style, out: &mut String) {
         let header = format!("--- OUTPUT: {what} ---");
-        let _ = writeln!(out, "{}", self.painter.paint(Style::Fail, &header));
+        let _ = writeln!(out, "{}", self.painter.paint(style, &header));
         let _ = writeln!(out, "{}", text.trim_end());
         out.push('\n');
     }

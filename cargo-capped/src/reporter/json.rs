@@ -105,6 +105,12 @@ enum Line<'a> {
         binary: Binary<'a>,
         name: &'a str,
     },
+    TestOutput {
+        binary: Binary<'a>,
+        test: Option<&'a str>,
+        stream: &'static str,
+        line: &'a str,
+    },
     TestFinished {
         binary: Binary<'a>,
         name: &'a str,
@@ -192,6 +198,17 @@ pub fn line(event: &RunEvent) -> String {
         RunEvent::TestStarted { binary, name } => Line::TestStarted {
             binary: binary.into(),
             name,
+        },
+        RunEvent::TestOutput {
+            binary,
+            test,
+            stderr,
+            line,
+        } => Line::TestOutput {
+            binary: binary.into(),
+            test: test.as_deref(),
+            stream: if *stderr { "stderr" } else { "stdout" },
+            line,
         },
         RunEvent::TestFinished(result) => {
             let (mut reason, mut timeout_ms, mut mem_limit, mut mem_peak, mut by_watchdog) =

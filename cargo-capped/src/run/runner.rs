@@ -285,6 +285,12 @@ impl Runner<'_> {
                     }
                 }
                 OutputEvent::Failing { .. } => self.failing_seen = true,
+                OutputEvent::Line { test, stderr, text } => self.emit(RunEvent::TestOutput {
+                    binary: binary.clone(),
+                    test,
+                    stderr,
+                    line: text,
+                }),
                 OutputEvent::Slow { name } => self.emit(RunEvent::Notice {
                     message: format!("{binary} {name} has been running for over 60 seconds"),
                 }),

@@ -33,6 +33,9 @@ use capped_model::protocol::{Event, Outcome};
 
 use super::file_tail::FileTail;
 use crate::events::{BinaryId, TestResult, TestStatus};
+use capped_model::libtest_args;
+
+use crate::libtest::lines::LineSplitter;
 use crate::libtest::logfile::{DEPRECATION_NOTICE, LogParser, LogVerdict};
 use crate::libtest::output::Fate;
 use crate::libtest::{BinaryEnd, KillReason, Listing, OutputEvent, OutputParser, ParsedBinary};
@@ -105,6 +108,10 @@ pub struct Verdicts {
     /// A failure was announced for these.
     failing: HashSet<String>,
     dropped_deprecation: bool,
+    /// Under `--nocapture`: stdout's and stderr's lines, to show as they come.
+    live: Option<[LineSplitter; 2]>,
+    /// `--show-output`: passing tests' results wait for their output at the end.
+    show_output: bool,
 }
 
 impl Verdicts {
@@ -134,7 +141,10 @@ impl Verdicts {
             .collect();
         let threads = threads.max(1);
         Verdicts {
-            parser: OutputParser::new(binary.clone(), &listing.tests, threads),
+            parser: match source {
+                Source::Output => OutputParser::new(binary.clone(), &listing.tests, threads),
+                _ => OutputParser::new(binary.clone(), &listing.tests, threads).text_only(),
+            },
             binary,
             source,
             log: LogParser::new(names.iter().cloned()),
@@ -154,6 +164,9 @@ impl Verdicts {
             emitted: HashMap::new(),
             failing: HashSet::new(),
             dropped_deprecation: false,
+            live: libtest_args::has(test_args, &libtest_args::NOCAPTURE)
+                .then(|| [LineSplitter::default(), LineSplitter::default()]),
+            show_output: libtest_args::has(test_args, &libtest_args::SHOW_OUTPUT),
         }
     }
 
@@ -164,6 +177,7 @@ impl Verdicts {
     /// Feeds bytes of the binary's stdout read at `at`.
     pub fn stdout(&mut self, bytes: &[u8], at: Instant) -> Vec<OutputEvent> {
         let mut out = self.read_logfile(at);
+        self.echo(bytes, false, &mut out);
         let events = self.parser.stdout(bytes, at);
         self.filter(events, &mut out);
         out
@@ -173,25 +187,109 @@ impl Verdicts {
     pub fn stderr(&mut self, bytes: &[u8], at: Instant) -> Vec<OutputEvent> {
         let mut out = self.read_logfile(at);
         let bytes = self.without_deprecation(bytes);
+        self.echo(&bytes, true, &mut out);
         let events = self.parser.stderr(&bytes, at);
         self.filter(events, &mut out);
         out
     }
 
-    /// libtest's one-line notice that `--logfile` is deprecated is ours, not the tests'.
+    /// Under `--nocapture`, the tests' lines as they come, each under the test that printed
+    /// it when that is known; libtest's own lines (announcements, results, the summary)
+    /// are left to the report.
+    fn echo(&mut self, bytes: &[u8], stderr: bool, out: &mut Vec<OutputEvent>) {
+        let Some(live) = &mut self.live else {
+            return;
+        };
+        let lines = live[usize::from(stderr)].push(bytes);
+        for text in lines {
+            // At one thread libtest announces a test, then the test prints on that line.
+            if let Some(rest) = text.strip_prefix("test ")
+                && let Some((name, printed)) = rest.split_once(" ... ")
+                && self.index.contains_key(name)
+            {
+                if !is_result_word(printed) && !printed.trim().is_empty() {
+                    out.push(OutputEvent::Line {
+                        test: Some(name.to_string()),
+                        stderr,
+                        text: printed.to_string(),
+                    });
+                }
+                continue;
+            }
+            if self.is_libtest_line(&text) {
+                continue;
+            }
+            out.push(OutputEvent::Line {
+                test: self.author(&text),
+                stderr,
+                text,
+            });
+        }
+    }
+
+    /// A line libtest prints itself around the tests' output.
+    fn is_libtest_line(&self, line: &str) -> bool {
+        let line = line.trim_end();
+        if line.is_empty()
+            || is_result_word(line)
+            || line.starts_with("test result: ")
+            || matches!(line, "failures:" | "successes:")
+            || line == DEPRECATION_NOTICE
+        {
+            return true;
+        }
+        if let Some(count) = line.strip_prefix("running ") {
+            return count.ends_with(" tests") || count.ends_with(" test");
+        }
+        if let Some(rest) = line.strip_prefix("test ")
+            && let Some((name, _)) = rest.split_once(" ... ")
+        {
+            return self.index.contains_key(name);
+        }
+        false
+    }
+
+    /// The test that printed `line`: the one whose panic message it opens, else, at one
+    /// test thread, the one running. With several threads a line cannot be pinned on one of
+    /// them (the streams and the logfile are read at different moments), so it goes under
+    /// the binary's name.
+    fn author(&self, line: &str) -> Option<String> {
+        if let Some(rest) = line.strip_prefix("thread '")
+            && let Some((name, _)) = rest.split_once("' panicked at")
+            && self.index.contains_key(name)
+        {
+            return Some(name.to_string());
+        }
+        if self.threads > 1 {
+            return None;
+        }
+        let mut running = self.announced.iter().filter(|name| {
+            self.index
+                .get(*name)
+                .is_some_and(|&i| self.verdict(i, false).is_none())
+        });
+        match (running.next(), running.next()) {
+            (Some(name), None) => Some(name.clone()),
+            _ => None,
+        }
+    }
+
+    /// libtest's notice that `--logfile` is deprecated (printed once on stderr as the
+    /// process starts, without a newline) is about our flag, not the tests'.
     fn without_deprecation(&mut self, bytes: &[u8]) -> Vec<u8> {
         if self.dropped_deprecation || !matches!(self.source, Source::Logfile(_)) {
             return bytes.to_vec();
         }
-        let notice = format!("{DEPRECATION_NOTICE}\n");
-        match bytes
-            .windows(notice.len())
-            .position(|w| w == notice.as_bytes())
-        {
+        let notice = DEPRECATION_NOTICE.as_bytes();
+        match bytes.windows(notice.len()).position(|w| w == notice) {
             Some(at) => {
                 self.dropped_deprecation = true;
+                let mut end = at + notice.len();
+                if bytes.get(end) == Some(&b'\n') {
+                    end += 1;
+                }
                 let mut out = bytes[..at].to_vec();
-                out.extend_from_slice(&bytes[at + notice.len()..]);
+                out.extend_from_slice(&bytes[end..]);
                 out
             }
             None => bytes.to_vec(),
@@ -387,8 +485,13 @@ impl Verdicts {
             self.held.insert(self.names[i].clone(), result);
             return;
         }
+        // Under `--show-output` a passing test's output comes after every test ran.
+        if self.show_output && verdict.status == TestStatus::Passed {
+            self.held.insert(self.names[i].clone(), result);
+            return;
+        }
         apply(&mut result, verdict);
-        result.output = strip_line(&result.output, DEPRECATION_NOTICE);
+        result.output = strip_notice(&result.output);
         self.emitted.insert(result.name.clone(), result.clone());
         out.push(OutputEvent::Finished(result));
     }
@@ -424,6 +527,7 @@ impl Verdicts {
                 // Starts and failures come from the evidence.
                 OutputEvent::Started { .. } | OutputEvent::Failing { .. } => {}
                 OutputEvent::Slow { .. } => {}
+                line @ OutputEvent::Line { .. } => out.push(line),
             }
         }
     }
@@ -445,7 +549,7 @@ impl Verdicts {
                 restart: Vec::new(),
             };
         }
-        parsed.stray_output = strip_line(&parsed.stray_output, DEPRECATION_NOTICE);
+        parsed.stray_output = strip_notice(&parsed.stray_output);
         if let Source::Logfile(tail) = &self.source
             && tail.shrank()
         {
@@ -548,7 +652,7 @@ impl Verdicts {
                     result.duration = None;
                 }
             }
-            result.output = strip_line(&result.output, DEPRECATION_NOTICE);
+            result.output = strip_notice(&result.output);
             remaining.push(result.clone());
             all.push(result);
         }
@@ -556,6 +660,12 @@ impl Verdicts {
         parsed.all = all;
         Resolution { parsed, restart }
     }
+}
+
+/// A result libtest prints after a test's own output at one thread.
+fn is_result_word(text: &str) -> bool {
+    let text = text.trim_end();
+    matches!(text, "ok" | "FAILED" | "ignored") || text.starts_with("ignored, ")
 }
 
 /// Gives `result` the verdict's status and duration, and its note.
@@ -581,15 +691,13 @@ fn append_note(output: &mut String, note: &str) {
     output.push_str(note);
 }
 
-/// `text` without its lines equal to `line`.
-fn strip_line(text: &str, line: &str) -> String {
-    if !text.contains(line) {
+/// `text` without libtest's `--logfile` notice, however it was glued to what followed.
+fn strip_notice(text: &str) -> String {
+    if !text.contains(DEPRECATION_NOTICE) {
         return text.to_string();
     }
-    text.lines()
-        .filter(|l| l.trim_end() != line)
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.replacen(&format!("{DEPRECATION_NOTICE}\n"), "", 1)
+        .replacen(DEPRECATION_NOTICE, "", 1)
 }
 
 #[cfg(test)]
