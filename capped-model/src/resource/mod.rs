@@ -236,7 +236,7 @@ fn ensure_dir_once(dir: &std::path::Path) -> Result<(), Error> {
     if checked.contains(dir) {
         return Ok(());
     }
-    lock_dir::ensure_private_dir(dir)?;
+    lock_dir::ensure_lock_dir(dir)?;
     checked.insert(dir.to_path_buf());
     Ok(())
 }
