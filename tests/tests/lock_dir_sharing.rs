@@ -210,18 +210,28 @@ fn an_existing_dir_keeps_its_mode_and_an_unsafe_one_is_refused() {
     let shared = scratch.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     set_mode(&shared, 0o1777);
-    let output = gate(&binary, scratch.path(), &shared, &["--group", "g", "--", "true"])
-        .output()
-        .unwrap();
+    let output = gate(
+        &binary,
+        scratch.path(),
+        &shared,
+        &["--group", "g", "--", "true"],
+    )
+    .output()
+    .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(mode_of(&shared), 0o1777, "a 1777 dir is never tightened");
 
     let loose = scratch.path().join("loose");
     std::fs::create_dir(&loose).unwrap();
     set_mode(&loose, 0o777);
-    let output = gate(&binary, scratch.path(), &loose, &["--group", "g", "--", "true"])
-        .output()
-        .unwrap();
+    let output = gate(
+        &binary,
+        scratch.path(),
+        &loose,
+        &["--group", "g", "--", "true"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(exit_code(&output), 2, "{}", describe(&output));
     let said = stderr(&output);
     assert!(
@@ -286,7 +296,10 @@ fn a_relative_lock_dir_is_one_dir_for_every_package() {
         1,
         "a max = 1 host group ran two at once: {intervals:?}"
     );
-    assert!(scratch.path("locks/solo").is_dir(), "the run's cwd anchors it");
+    assert!(
+        scratch.path("locks/solo").is_dir(),
+        "the run's cwd anchors it"
+    );
     for package in ["one", "two"] {
         assert!(!fixture_dir.join(package).join("locks").exists());
     }
