@@ -107,6 +107,12 @@ impl Config {
             profiles.entry(name.into_inner()).or_default().merge(parsed);
         }
         let mut groups = BTreeMap::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for name in document.groups.keys() {
+            seen.push(name.get_ref());
+            crate::protocol::check_slot_vars(seen.iter().copied())
+                .map_err(|message| ConfigError::at(path, text, Some(name.span()), message))?;
+        }
         for (name, doc) in document.groups {
             units::check_group_name(name.get_ref())
                 .map_err(|message| ConfigError::at(path, text, Some(name.span()), message))?;
@@ -272,6 +278,16 @@ mod tests {
         Config::parse(Some(Path::new("ws/.config/capped.toml")), text)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn groups_sharing_a_slot_variable_are_refused() {
+        let message = err("[groups.a-b]\nmax = 1\n[groups.a_b]\nmax = 2\n");
+        assert!(message.contains("ws/.config/capped.toml:"), "{message}");
+        assert!(
+            message.contains("`a-b` and `a_b` would share the slot variable CAPPED_SLOT_A_B"),
+            "{message}"
+        );
     }
 
     #[test]

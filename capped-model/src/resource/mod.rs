@@ -159,6 +159,8 @@ impl Request {
         let mut groups = self.groups.clone();
         groups.sort();
         groups.dedup();
+        crate::protocol::check_slot_vars(groups.iter().map(String::as_str))
+            .map_err(Error::GroupName)?;
         for group in groups {
             units::check_group_name(&group).map_err(Error::GroupName)?;
             let limit = caps.group(&group);
