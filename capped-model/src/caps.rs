@@ -339,7 +339,14 @@ impl Caps {
         args: &[String],
         config: Option<&Config>,
     ) -> Result<Caps, Error> {
-        let overrides = CapsOverrides::from_env(get, args)?;
+        let mut overrides = CapsOverrides::from_env(get, args)?;
+        // `CAPPED_LOCK_DIR` wins over the config's `lock-dir`, which wins over the
+        // per-user default.
+        if lock_dir::env_lock_dir(get).is_none()
+            && let Some(dir) = config.and_then(|config| config.lock_dir.clone())
+        {
+            overrides.lock_dir = Some(dir);
+        }
         let empty = Profile::default();
         let profile = match (&overrides.profile, config) {
             (Some(name), Some(config)) => config.profile(name).unwrap_or(&empty),

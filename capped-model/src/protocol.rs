@@ -70,6 +70,27 @@ pub mod env {
     }
 }
 
+/// Refuses two group names that differ only in `-` versus `_` (`a-b`, `a_b`): both would
+/// tell a child its slot in the same `CAPPED_SLOT_A_B`. Renaming one of them is the fix;
+/// the variable names stay as they always were, so no script reading them breaks.
+pub fn check_slot_vars<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for name in names {
+        let var = env::slot_var(name);
+        match seen.get(&var) {
+            Some(&other) if other != name => {
+                return Err(format!(
+                    "groups `{other}` and `{name}` would share the slot variable {var}; rename one of them (names that differ only in `-` and `_` are one group to a child process)"
+                ));
+            }
+            _ => {
+                seen.insert(var, name);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One group's entry in `CAPPED_GROUPS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupLimit {
@@ -121,6 +142,7 @@ pub fn parse_groups(text: &str) -> Result<BTreeMap<String, GroupLimit>, String> 
             return Err(format!("group `{name}` is given twice"));
         }
     }
+    check_slot_vars(groups.keys().map(String::as_str))?;
     Ok(groups)
 }
 
@@ -338,6 +360,18 @@ mod tests {
     fn slot_var_names() {
         assert_eq!(env::slot_var("gpu"), "CAPPED_SLOT_GPU");
         assert_eq!(env::slot_var("cross-val"), "CAPPED_SLOT_CROSS_VAL");
+    }
+
+    #[test]
+    fn groups_sharing_a_slot_variable_are_refused() {
+        assert!(check_slot_vars(["a-b", "c_d", "a-b"]).is_ok());
+        let message = check_slot_vars(["a-b", "x", "a_b"]).unwrap_err();
+        assert!(
+            message.contains("`a-b` and `a_b`") && message.contains("CAPPED_SLOT_A_B"),
+            "{message}"
+        );
+        let message = parse_groups("a-b=1,a_b=2@run").unwrap_err();
+        assert!(message.contains("CAPPED_SLOT_A_B"), "{message}");
     }
 
     #[test]

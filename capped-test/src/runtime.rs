@@ -116,14 +116,24 @@ impl TaskLimiter {
     pub async fn run<F: Future>(&self, future: F) -> F::Output {
         let inner = &self.inner;
         inner.spawned.fetch_add(1, Ordering::Relaxed);
+        // Counted as waiting until the permit comes or the future is dropped while it
+        // waits (a `select!`, a timeout, an aborted task): a guard, so a cancelled wait
+        // never stays counted.
+        struct Waiting<'a>(&'a LimiterInner);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         inner.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(inner);
         let asked = Instant::now();
         let permit = inner
             .permits
             .acquire()
             .await
             .expect("the limiter's semaphore is never closed");
-        inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        drop(waiting);
         inner
             .waits
             .lock()
@@ -202,5 +212,36 @@ mod tests {
         assert_eq!(stats.peak_active, 3);
         assert_eq!(stats.wait.count, 20);
         assert!(stats.wait.max >= Duration::from_millis(5), "{stats:?}");
+    }
+
+    /// Polls `fut` once; whether it is still pending.
+    async fn poll_once<F: Future + Unpin>(fut: &mut F) -> bool {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx).is_pending())
+        })
+        .await
+    }
+
+    #[test]
+    fn a_wait_cancelled_is_no_longer_counted() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let limiter = TaskLimiter::new(1);
+        runtime.block_on(async {
+            let mut holder = Box::pin(limiter.run(std::future::pending::<()>()));
+            assert!(poll_once(&mut holder).await, "the holder runs forever");
+            let mut waiter = Box::pin(limiter.run(async {}));
+            assert!(poll_once(&mut waiter).await, "no permit is free");
+            assert_eq!((limiter.stats().active, limiter.stats().waiting), (1, 1));
+            drop(waiter);
+            assert_eq!(
+                limiter.stats().waiting,
+                0,
+                "the cancelled wait still counted"
+            );
+            drop(holder);
+            assert_eq!(limiter.stats().active, 0);
+        });
     }
 }

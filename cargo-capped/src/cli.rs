@@ -345,8 +345,9 @@ pub struct RunOptions {
     /// later; the tests still running are reported as timed out.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Run options")]
     pub timeout: Option<Duration>,
-    /// Host lock dir for host-scope groups (default $CAPPED_LOCK_DIR, $XDG_RUNTIME_DIR/capped,
-    /// /tmp/capped-UID).
+    /// Host lock dir for host-scope groups (default $CAPPED_LOCK_DIR, the config's
+    /// `lock-dir`, $XDG_RUNTIME_DIR/capped, /tmp/capped-UID: per user unless an
+    /// administrator shares a dir, see README "Sharing a GPU between users").
     #[arg(long, value_name = "DIR", help_heading = "Run options")]
     pub lock_dir: Option<PathBuf>,
     /// Stop starting test binaries after the first failure (binaries already running finish;

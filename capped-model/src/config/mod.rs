@@ -53,6 +53,9 @@ pub struct Config {
     pub groups: BTreeMap<String, GroupConfig>,
     /// The `[preflight]` table as written (its keys are checked by `cargo capped`).
     pub preflight: Option<toml::Table>,
+    /// `lock-dir`: the host lock dir, for a dir an administrator shares between users. A
+    /// relative path is taken from the workspace root (the dir holding `.config/`).
+    pub lock_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +66,8 @@ struct Document<P> {
     #[serde(default)]
     groups: BTreeMap<Spanned<String>, group::GroupDoc>,
     preflight: Option<P>,
+    #[serde(rename = "lock-dir")]
+    lock_dir: Option<Spanned<String>>,
 }
 
 impl Default for Config {
@@ -72,6 +77,7 @@ impl Default for Config {
             profiles: profile::builtin_profiles(),
             groups: BTreeMap::new(),
             preflight: None,
+            lock_dir: None,
         }
     }
 }
@@ -101,17 +107,43 @@ impl Config {
             profiles.entry(name.into_inner()).or_default().merge(parsed);
         }
         let mut groups = BTreeMap::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for name in document.groups.keys() {
+            seen.push(name.get_ref());
+            crate::protocol::check_slot_vars(seen.iter().copied())
+                .map_err(|message| ConfigError::at(path, text, Some(name.span()), message))?;
+        }
         for (name, doc) in document.groups {
             units::check_group_name(name.get_ref())
                 .map_err(|message| ConfigError::at(path, text, Some(name.span()), message))?;
             let group = doc.into_group(path, text)?;
             groups.insert(name.into_inner(), group);
         }
+        let lock_dir = match document.lock_dir {
+            None => None,
+            Some(dir) if dir.get_ref().is_empty() => {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(dir.span()),
+                    "`lock-dir` cannot be empty; name a directory or leave the key out",
+                ));
+            }
+            Some(dir) => {
+                let dir = PathBuf::from(dir.into_inner());
+                let root = path.and_then(Path::parent).and_then(Path::parent);
+                Some(match root {
+                    Some(root) if dir.is_relative() => root.join(dir),
+                    _ => dir,
+                })
+            }
+        };
         let config = Config {
             path: path.map(Path::to_path_buf),
             profiles,
             groups,
             preflight: None,
+            lock_dir,
         };
         Ok((config, document.preflight))
     }
@@ -246,6 +278,26 @@ mod tests {
         Config::parse(Some(Path::new("ws/.config/capped.toml")), text)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn groups_sharing_a_slot_variable_are_refused() {
+        let message = err("[groups.a-b]\nmax = 1\n[groups.a_b]\nmax = 2\n");
+        assert!(message.contains("ws/.config/capped.toml:"), "{message}");
+        assert!(
+            message.contains("`a-b` and `a_b` would share the slot variable CAPPED_SLOT_A_B"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn lock_dir_is_taken_from_the_workspace_root() {
+        let path = Path::new("/ws/.config/capped.toml");
+        let config = Config::parse(Some(path), "lock-dir = \"locks\"").unwrap();
+        assert_eq!(config.lock_dir, Some(PathBuf::from("/ws/locks")));
+        let config = Config::parse(Some(path), "lock-dir = \"/var/lib/capped\"").unwrap();
+        assert_eq!(config.lock_dir, Some(PathBuf::from("/var/lib/capped")));
+        assert!(err("lock-dir = \"\"").contains("`lock-dir` cannot be empty"));
     }
 
     #[test]

@@ -8,8 +8,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::lock_dir;
 
 /// A held reservation; dropping it gives the bytes back.
 #[derive(Debug)]
@@ -35,31 +38,43 @@ fn mem_dir(dir: &Path) -> PathBuf {
 
 /// Reserves `amount` bytes of `budget` if they fit now; `Ok(None)` if not.
 pub(crate) fn try_reserve(dir: &Path, budget: u64, amount: u64) -> io::Result<Option<Reservation>> {
+    let sub = lock_dir::open_subdir(dir, ".mem")?;
     let dir = mem_dir(dir);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display())))?;
-    let mutex = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(".lock"))?;
+    let mutex = lock_dir::open_lock_file(&sub, &dir, ".lock")?.file;
     mutex.lock()?;
     let in_use = reserved_in(&dir)?;
     if in_use.saturating_add(amount) > budget {
         return Ok(None);
     }
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let path = dir.join(format!(
-        "{}-{}.res",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)?;
+    let (path, mut file) = loop {
+        let path = dir.join(format!(
+            "{}-{}.res",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A new file only, never through a symlink: the name is predictable. A file of
+        // that name left by another user's process (pids are reused) is skipped.
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+        {
+            Ok(file) => break (path, file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot create {}: {e}", path.display()),
+                ));
+            }
+        }
+    };
+    // Readable by the other users of a shared dir, whatever the umask.
+    rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o644))?;
     file.lock()?;
     file.write_all(amount.to_string().as_bytes())?;
     Ok(Some(Reservation {
@@ -79,7 +94,7 @@ fn reserved_in(dir: &Path) -> io::Result<u64> {
         if path.extension().is_none_or(|ext| ext != "res") {
             continue;
         }
-        let Ok(mut file) = File::open(&path) else {
+        let Some(mut file) = lock_dir::open_existing_read_only(&path) else {
             continue;
         };
         match file.try_lock_shared() {
@@ -99,15 +114,12 @@ fn reserved_in(dir: &Path) -> io::Result<u64> {
 
 /// Bytes reserved now in `dir` (for reports and tests).
 pub fn reserved_bytes(dir: &Path) -> io::Result<u64> {
-    let dir = mem_dir(dir);
-    if !dir.is_dir() {
+    if !mem_dir(dir).is_dir() {
         return Ok(0);
     }
-    let mutex = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(".lock"))?;
+    let sub = lock_dir::open_subdir(dir, ".mem")?;
+    let dir = mem_dir(dir);
+    let mutex = lock_dir::open_lock_file(&sub, &dir, ".lock")?.file;
     mutex.lock()?;
     reserved_in(&dir)
 }

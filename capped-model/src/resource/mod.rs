@@ -159,6 +159,8 @@ impl Request {
         let mut groups = self.groups.clone();
         groups.sort();
         groups.dedup();
+        crate::protocol::check_slot_vars(groups.iter().map(String::as_str))
+            .map_err(Error::GroupName)?;
         for group in groups {
             units::check_group_name(&group).map_err(Error::GroupName)?;
             let limit = caps.group(&group);
@@ -236,7 +238,7 @@ fn ensure_dir_once(dir: &std::path::Path) -> Result<(), Error> {
     if checked.contains(dir) {
         return Ok(());
     }
-    lock_dir::ensure_private_dir(dir)?;
+    lock_dir::ensure_lock_dir(dir)?;
     checked.insert(dir.to_path_buf());
     Ok(())
 }

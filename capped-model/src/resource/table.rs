@@ -12,13 +12,14 @@
 //! would succeed twice: the flag is checked first.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use super::lock_dir;
 use super::memory::{self, Reservation};
 
 /// Which resource: its name and, for cross-process scopes, the dir holding its lock files.
@@ -57,6 +58,8 @@ pub(crate) struct MemWant {
 struct Slot {
     held: bool,
     file: Option<File>,
+    /// Whether `file` is this user's: only then is the holder's record written into it.
+    ours: bool,
 }
 
 #[derive(Default)]
@@ -183,7 +186,7 @@ impl SlotTable {
     }
 
     /// Who holds the slots of `key` that this process does not: `(slot, "pid exe")` read
-    /// from the slot files whose lock is taken.
+    /// from the slot files whose lock is taken (and from `/proc/locks`).
     pub fn foreign_holders(&self, key: &ResourceKey, capacity: u32) -> Vec<(u32, String)> {
         let Some(dir) = &key.dir else {
             return Vec::new();
@@ -200,23 +203,13 @@ impl SlotTable {
                 continue;
             }
             let path = key.slot_path(dir, slot);
-            let Ok(file) = File::open(&path) else {
+            let Some(file) = lock_dir::open_existing_read_only(&path) else {
                 continue;
             };
             match file.try_lock_shared() {
                 Ok(()) => continue,
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    let mut record = [0u8; HOLDER_RECORD_LEN];
-                    let n = file.read_at(&mut record, 0).unwrap_or(0);
-                    let text = String::from_utf8_lossy(&record[..n]).trim().to_string();
-                    holders.push((
-                        slot,
-                        if text.is_empty() {
-                            "unknown".into()
-                        } else {
-                            text
-                        },
-                    ));
+                    holders.push((slot, describe_holder(&file)));
                 }
                 Err(_) => continue,
             }
@@ -269,23 +262,19 @@ fn take_slots(state: &mut State, want: &Want) -> io::Result<Option<Vec<u32>>> {
 /// Tries the slot's lock file; `Ok(false)` when another process holds it.
 fn lock_slot_file(slot: &mut Slot, key: &ResourceKey, dir: &Path, id: u32) -> io::Result<bool> {
     if slot.file.is_none() {
-        let path = key.slot_path(dir, id);
-        let file = match open_slot_file(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(path.parent().expect("slot files live in a dir"))
-                    .map_err(|e| with_path(e, "create the lock dir", path.parent().unwrap()))?;
-                open_slot_file(&path)
-            }
-            other => other,
-        }
-        .map_err(|e| with_path(e, "open the lock file", &path))?;
-        slot.file = Some(file);
+        let sub = lock_dir::open_subdir(dir, &key.name)?;
+        let opened = lock_dir::open_lock_file(&sub, &dir.join(&key.name), &format!("{id}.lock"))?;
+        slot.file = Some(opened.file);
+        slot.ours = opened.ours;
     }
     let file = slot.file.as_ref().expect("opened above");
     match file.try_lock() {
         Ok(()) => {
-            // Best effort: the record only serves "who holds it" messages.
-            let _ = file.write_at(holder_record(), 0);
+            // Best effort: the record only serves "who holds it" messages. Another
+            // user's file is never written; readers then ask the kernel who holds it.
+            if slot.ours {
+                let _ = file.write_at(holder_record(), 0);
+            }
             Ok(true)
         }
         Err(std::fs::TryLockError::WouldBlock) => Ok(false),
@@ -293,15 +282,22 @@ fn lock_slot_file(slot: &mut Slot, key: &ResourceKey, dir: &Path, id: u32) -> io
     }
 }
 
-fn open_slot_file(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
+/// `pid exe` of the holder of a locked slot file: its record when the kernel agrees on
+/// the pid (or cannot say), else the kernel's pid with the process's name, since a
+/// record left by an earlier holder of another user's file is stale.
+fn describe_holder(file: &File) -> String {
+    let mut record = [0u8; HOLDER_RECORD_LEN];
+    let n = file.read_at(&mut record, 0).unwrap_or(0);
+    let text = String::from_utf8_lossy(&record[..n]).trim().to_string();
+    let recorded: Option<u32> = text.split_whitespace().next().and_then(|p| p.parse().ok());
+    match lock_dir::flock_holder(file) {
+        Some(pid) if recorded != Some(pid) => {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} {}", name.trim()).trim_end().to_string()
+        }
+        _ if text.is_empty() => "unknown".into(),
+        _ => text,
+    }
 }
 
 fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {

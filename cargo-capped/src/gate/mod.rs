@@ -112,8 +112,8 @@ pub struct GateArgs {
     /// Give up waiting for a slot after DUR (30s, 5m, 1h30m) and exit with status 124.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// The host lock dir [default: $CAPPED_LOCK_DIR, else $XDG_RUNTIME_DIR/capped, else
-    /// /tmp/capped-UID].
+    /// The host lock dir [default: $CAPPED_LOCK_DIR, else the config's `lock-dir`, else
+    /// $XDG_RUNTIME_DIR/capped, else /tmp/capped-UID].
     #[arg(long, value_name = "DIR")]
     pub lock_dir: Option<PathBuf>,
     /// Do not say who holds the slot while waiting (errors and timeouts are still shown).
@@ -287,12 +287,19 @@ pub fn run(args: &GateArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    // `--lock-dir`, else `CAPPED_LOCK_DIR`, else the config's `lock-dir`; absolute, so
+    // CMD (which gets it) can change dirs.
     let lock_dir = args
         .lock_dir
-        .as_ref()
-        .map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
-        .map(|dir| dir.display().to_string())
-        .or_else(|| get_env(env::LOCK_DIR));
+        .clone()
+        .or_else(|| capped_model::resource::lock_dir::env_lock_dir(&get_env))
+        .or_else(|| {
+            capped_model::config::Config::discover(&cwd)
+                .ok()
+                .and_then(|config| config.lock_dir)
+        })
+        .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
+        .map(|dir| dir.display().to_string());
     let groups = format!("{}={max}@host", args.group);
     let caps_env = |var: &str| match var {
         env::GROUPS => Some(groups.clone()),

@@ -152,18 +152,26 @@ impl Plan {
             )));
         };
         let options = &input.options;
-        // Without `--lock-dir`, `Caps::resolve` takes the default host lock dir, which
-        // honours `CAPPED_LOCK_DIR` in our environment (as `--lock-dir` documents): the one
-        // `CAPPED_*` variable the runner reads.
-        let lock_dir = match &options.lock_dir {
-            Some(dir) if dir.is_absolute() => Some(dir.clone()),
-            Some(dir) => Some(
-                std::env::current_dir()
-                    .map_err(|e| Error::internal("cannot read the current directory", e))?
-                    .join(dir),
-            ),
-            None => None,
+        // The host lock dir, made absolute here once: test processes run in their own
+        // package's dir, so a relative dir would name a different dir for each package
+        // and a host group would no longer be shared. `--lock-dir`, else
+        // `CAPPED_LOCK_DIR` (the one `CAPPED_*` variable the runner reads), else the
+        // config's `lock-dir`, else the per-user default.
+        let get = |var: &str| std::env::var(var).ok();
+        let lock_dir = options
+            .lock_dir
+            .clone()
+            .or_else(|| capped_model::resource::lock_dir::env_lock_dir(&get))
+            .or_else(|| config.lock_dir.clone())
+            .unwrap_or_else(|| capped_model::resource::lock_dir::default_host_lock_dir(&get));
+        let lock_dir = if lock_dir.is_absolute() {
+            lock_dir
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::internal("cannot read the current directory", e))?
+                .join(lock_dir)
         };
+        let lock_dir = Some(lock_dir);
         // Only the command line overrides the profile: the `CAPPED_*` variables in our own
         // environment are for test processes (and stripped from theirs), never read here.
         let overrides = CapsOverrides {
@@ -179,7 +187,7 @@ impl Plan {
             ..CapsOverrides::default()
         };
         let caps = Caps::resolve(&profile, &overrides, &config.group_limits());
-        capped_model::resource::lock_dir::ensure_private_dir(caps.host_lock_dir())?;
+        capped_model::resource::lock_dir::ensure_lock_dir(caps.host_lock_dir())?;
         Ok(Plan {
             workspace,
             profile: input.profile,

@@ -30,7 +30,7 @@ impl RunDir {
             .map_or(0, |d| d.as_millis());
         let id = format!("{millis}-{}-{:04x}", std::process::id(), fastrand::u16(..));
         let path = runs.join(&id);
-        capped_model::resource::lock_dir::ensure_private_dir(&path)?;
+        capped_model::resource::lock_dir::ensure_lock_dir(&path)?;
         let lock_path = path.join("runner.lock");
         let lock = File::create(&lock_path)
             .map_err(|e| Error::internal(format!("cannot create {}", lock_path.display()), e))?;
