@@ -1,7 +1,7 @@
 //! Memory end to end: a test allocating 2 GiB under `--mem-limit 300M` is killed soon after
 //! it crosses the cap, named with the tests it was running, and the run goes on; peak RSS
-//! per binary is in the summary; a SIGKILL the runner did not send is reported as a likely
-//! kernel OOM kill; two tests reserving 600 MiB each under a 1 GiB budget never run at once,
+//! per binary is in the summary; a SIGKILL the runner did not send, with no OOM kill counted
+//! by the kernel, is reported as such and not as an OOM kill; two tests reserving 600 MiB each under a 1 GiB budget never run at once,
 //! across two binaries (one plain, one in harness mode).
 
 mod common;
@@ -111,7 +111,7 @@ fn a_test_past_the_memory_cap_is_killed_named_and_the_run_goes_on() {
 }
 
 #[test]
-fn a_sigkill_the_runner_did_not_send_is_reported_as_a_likely_oom_kill() {
+fn a_sigkill_the_runner_did_not_send_is_not_reported_as_an_oom_kill() {
     let scratch = RunScratch::new();
     let mut command = capped_in("host-safety");
     command.args(["t2", "--test", "sigkill", "--message-format", "json"]);
@@ -119,17 +119,24 @@ fn a_sigkill_the_runner_did_not_send_is_reported_as_a_likely_oom_kill() {
     let output = command.output().unwrap();
     assert_eq!(exit_code(&output), 100, "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // The host readings are the idle fixture's, whose /proc/vmstat counts no OOM kill: the
+    // kernel did not say so, so it is not reported as one.
     assert!(
-        stderr.contains("hostsafety::sigkill: killed by a SIGKILL cargo capped did not send: likely the kernel's OOM killer")
-            && stderr.contains("while running killed_by_someone_else"),
+        stderr.contains("hostsafety::sigkill: killed by SIGKILL, not sent by cargo capped"),
         "{stderr}"
     );
+    assert!(!stderr.contains("OOM"), "{stderr}");
     let result = json_lines(&output)
         .into_iter()
         .find(|l| l["type"] == "test-finished" && l["name"] == "killed_by_someone_else")
         .unwrap_or_else(|| panic!("{}", describe(&output)));
-    assert_eq!(result["status"], "killed-mem", "{result}");
-    assert_eq!(result["by_watchdog"], false, "{result}");
+    assert_eq!(result["status"], "failed", "{result}");
+    assert!(
+        result["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("killed by SIGKILL, not sent by cargo capped")),
+        "{result}"
+    );
 }
 
 #[test]

@@ -102,7 +102,59 @@ pub struct CgroupInfo {
     pub memory_dir: Option<PathBuf>,
 }
 
+/// The kernel's counts of OOM kills at one instant: the host's (`oom_kill` of
+/// `/proc/vmstat`, Linux ≥ 4.13) and our cgroup v2's (`oom_kill` of its `memory.events`,
+/// which counts its descendants too). A rise between a process's start and end is the
+/// kernel's word that its OOM killer struck meanwhile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OomKills {
+    /// `/proc/vmstat`'s count; `None` when unreadable.
+    pub host: Option<u64>,
+    /// Our cgroup's count; `None` without cgroup v2 (or its memory controller).
+    pub cgroup: Option<u64>,
+}
+
+impl OomKills {
+    /// Whether either count rose since `earlier` (a count unreadable at either end is no
+    /// evidence).
+    pub fn rose_since(&self, earlier: &OomKills) -> bool {
+        let rose = |now: Option<u64>, then: Option<u64>| matches!((now, then), (Some(n), Some(t)) if n > t);
+        rose(self.host, earlier.host) || rose(self.cgroup, earlier.cgroup)
+    }
+}
+
+/// The `oom_kill` count of a `memory.events` (cgroup v2) or `/proc/vmstat` text.
+pub fn oom_kill_count(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 impl HostRoot {
+    /// Where our cgroup v2 counts OOM kills (its `memory.events`), if it has one.
+    pub fn oom_events_path(&self) -> Option<PathBuf> {
+        let info = self.cgroup().ok()??;
+        let path = info
+            .memory_dir
+            .filter(|_| info.version == CgroupVersion::V2)?
+            .join("memory.events");
+        path.exists().then_some(path)
+    }
+
+    /// The OOM-kill counts now, our cgroup's read from `memory_events` (see
+    /// [`HostRoot::oom_events_path`]).
+    pub fn oom_kills(&self, memory_events: Option<&Path>) -> OomKills {
+        let count = |path: &Path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| oom_kill_count(&text))
+        };
+        OomKills {
+            host: count(&self.path("/proc/vmstat")),
+            cgroup: memory_events.and_then(count),
+        }
+    }
+
     /// Our cgroup's limits; `None` when there is no `/proc/self/cgroup` or no cgroup file
     /// system under `/sys/fs/cgroup`.
     pub fn cgroup(&self) -> Result<Option<CgroupInfo>, HostError> {

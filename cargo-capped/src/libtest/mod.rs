@@ -49,6 +49,17 @@ pub fn describe_signal(signal: i32) -> String {
     }
 }
 
+/// What ended a binary, as a report says it when the runner did not kill it: `signal 11
+/// (SIGSEGV)`, and for SIGKILL that it came from elsewhere (the runner records every kill
+/// it sends; an OOM kill the kernel counted is reported as such before this is asked).
+pub fn describe_end_signal(signal: i32) -> String {
+    if signal_name(signal) == Some("SIGKILL") {
+        "killed by SIGKILL, not sent by cargo capped".to_string()
+    } else {
+        describe_signal(signal)
+    }
+}
+
 /// Removes ANSI escape sequences (colors, cursor movement) from a line, so colored libtest
 /// output (`--color always`) parses like plain output.
 pub fn strip_ansi(line: &str) -> Cow<'_, str> {

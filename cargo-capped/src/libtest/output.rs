@@ -27,7 +27,7 @@ use capped_model::protocol::{Event, ListedTest, NotRunNote, Outcome};
 
 use super::lines::LineSplitter;
 use super::list::strip_kind;
-use super::{describe_signal, strip_ansi};
+use super::{describe_end_signal, strip_ansi};
 use crate::events::{BinaryId, TestResult, TestStatus};
 
 /// The longest unfinished line looked at for a `test NAME ... ` announcement.
@@ -1148,7 +1148,7 @@ impl Fate {
             }
             None if normal_end => Fate::Normal { terse },
             None => match (end.signal, end.exit_code) {
-                (Some(signal), _) => Fate::Crashed(describe_signal(signal)),
+                (Some(signal), _) => Fate::Crashed(describe_end_signal(signal)),
                 (None, Some(code)) => Fate::Exited(code),
                 (None, None) => Fate::Crashed("an unknown cause".into()),
             },

@@ -18,7 +18,8 @@
 //!   main thread, or a worker that waits for its child before it moves on). Not covered:
 //!   **grandchildren**, which get the signal only if the child arranges it; they are
 //!   orphaned when cargo capped dies by SIGKILL (in every other ending, the SIGKILL to the
-//!   group ends those still in it).
+//!   group ends those still in it, and the runner, a child subreaper, ends those that left
+//!   the group once their unit ended: see [`orphans`]).
 //! * **No pid reuse** ([`wait_exited`], [`has_exited`]). A child's exit is observed with
 //!   `waitid(WEXITED | WNOWAIT)`, which leaves it a zombie. A zombie's pid, and so its
 //!   process group id, cannot be reused, so cargo capped can still signal the group safely
@@ -31,6 +32,7 @@
 //!   ([`Termination::next_due`], [`Termination::kill_after_grace`]), never a sleep, so a
 //!   loop watching many children is never blocked by one of them.
 
+pub mod orphans;
 mod signal;
 mod spawn;
 mod terminate;

@@ -13,7 +13,8 @@ use rustix::process::Signal;
 pub fn spawn(command: &mut Command) -> io::Result<Child> {
     command.process_group(0);
     die_with_parent(command);
-    command.spawn()
+    // Recorded as ours, so the orphan sweep never takes it for a re-parented orphan.
+    super::orphans::spawning(|| command.spawn(), Child::id)
 }
 
 /// Makes `command`'s process get SIGKILL when the thread that spawns it dies (however it

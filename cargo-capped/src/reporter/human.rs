@@ -25,7 +25,7 @@ use std::path::Path;
 use super::Verbosity;
 use super::style::{Painter, Style, bracketed_duration, millis, seconds};
 use crate::events::{BinaryId, RunEvent, RunSummary, TestResult, TestStatus};
-use crate::libtest::describe_signal;
+use crate::libtest::{describe_end_signal, describe_signal};
 use capped_model::units::{format_duration, format_size};
 
 /// How many not-run tests the summary names one by one.
@@ -175,6 +175,7 @@ impl Human {
             } => {
                 let problem = match (killed_because, signal, exit_code) {
                     (Some(why), _, _) => Some(("KILLED", why.clone())),
+                    (None, Some(9), _) => Some(("KILLED", describe_end_signal(9))),
                     (None, Some(signal), _) => Some(("CRASHED", describe_signal(*signal))),
                     (None, None, Some(code)) if *code != 0 && *code != 101 => {
                         Some(("EXITED", format!("exit code {code}")))

@@ -16,7 +16,7 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::events::{BinaryId, RunEvent, TestResult, TestStatus};
-use crate::libtest::describe_signal;
+use crate::libtest::{describe_end_signal, describe_signal};
 
 /// How much of a test's output goes into its `<failure>` element at most (the end is kept).
 const MAX_OUTPUT: usize = 256 * 1024;
@@ -78,6 +78,7 @@ impl Junit {
                 }
                 let problem = match (killed_because, signal, exit_code) {
                     (Some(why), _, _) => Some(format!("killed: {why}")),
+                    (None, Some(9), _) => Some(describe_end_signal(9)),
                     (None, Some(signal), _) => {
                         Some(format!("crashed: {}", describe_signal(*signal)))
                     }

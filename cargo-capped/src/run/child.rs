@@ -17,12 +17,15 @@
 //!   (blocked in [`crate::process::wait_exited`], then `Exited`). The loop thus learns of an
 //!   exit at once, not at its next periodic look.
 
+use std::ffi::OsString;
 use std::io::{self, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
-use crate::process::{self, Termination};
+use capped_model::protocol::env::EVENTS;
+
+use crate::process::{self, Termination, orphans};
 
 /// Between SIGTERM (timeout, Ctrl-C, watchdog) and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(2);
@@ -56,6 +59,9 @@ pub struct ChildProcess {
     status: Option<ExitStatus>,
     /// When the loop saw it exit (and reaped it).
     exited_at: Option<Instant>,
+    /// Its unit's mark in its environment (its events file), which its descendants
+    /// inherit: what ties an orphan that left its group to it ([`orphans`]).
+    unit_marker: Option<OsString>,
 }
 
 impl ChildProcess {
@@ -67,8 +73,15 @@ impl ChildProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let unit_marker = command
+            .get_envs()
+            .find(|(key, _)| *key == EVENTS)
+            .and_then(|(_, value)| value.map(OsString::from));
         let mut child = process::spawn(&mut command)?;
         let pid = child.id();
+        if let Some(marker) = &unit_marker {
+            orphans::unit_started(marker);
+        }
         for (stream, stderr) in [
             (
                 child
@@ -103,6 +116,7 @@ impl ChildProcess {
             open_streams: 2,
             status: None,
             exited_at: None,
+            unit_marker,
         })
     }
 
@@ -149,8 +163,9 @@ impl ChildProcess {
     }
 
     /// If it exited: SIGKILLs whatever it left in its group (its pid still held, so the
-    /// group id is still its own), reaps it and returns `true`. Once reaped, only returns
-    /// `true`.
+    /// group id is still its own), reaps it, ends the descendants that left its group and
+    /// were re-parented to the runner ([`orphans::sweep`]) and returns `true`. Once
+    /// reaped, only returns `true`.
     pub fn reap_if_exited(&mut self, now: Instant) -> bool {
         if self.exited_at.is_some() {
             return true;
@@ -160,6 +175,11 @@ impl ChildProcess {
         }
         process::kill_group(self.pid);
         self.status = self.child.wait().ok();
+        orphans::reaped(self.pid);
+        if let Some(marker) = &self.unit_marker {
+            orphans::unit_ended(marker);
+            orphans::sweep(EVENTS);
+        }
         self.exited_at = Some(now);
         true
     }

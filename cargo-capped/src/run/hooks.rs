@@ -30,7 +30,7 @@ pub struct MemoryEnd {
     pub peak_rss: Option<u64>,
     /// Why it died, when memory is the reason: the runner's own memory kill with its final
     /// peak, a kill the watchdog sent after the runner's last look, or a SIGKILL nobody here
-    /// sent (likely the kernel's OOM killer).
+    /// sent while the kernel counted an OOM kill.
     pub killed: Option<KillReason>,
 }
 

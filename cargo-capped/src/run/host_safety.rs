@@ -11,8 +11,10 @@
 //!   ([`OwnLoad`]) and subtracted: otherwise `t2` on two CPUs would degrade itself.
 //! * **Memory**: one [`Watchdog`] thread samples every running binary's process tree at
 //!   50 ms, records its peak RSS and kills a tree past `--mem-limit`; a SIGKILL the runner did
-//!   not send is reported as a likely kernel OOM kill ([`classify_exit`]). Where a writable
-//!   cgroup v2 is delegated, each binary also gets a child cgroup with `memory.max`.
+//!   not send is reported as a kernel OOM kill only when the kernel counted one during the
+//!   binary's run ([`OomKills`], [`classify_exit`]), otherwise as a SIGKILL cargo capped did
+//!   not send. Where a writable cgroup v2 is delegated, each binary also gets a child cgroup
+//!   (with `memory.max` under a cap), and `cgroup.kill` at its end ends whatever it left.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::adapt::nofile;
 use crate::events::BinaryId;
 use crate::host::HostRoot;
+use crate::host::cgroup::OomKills;
 use crate::libtest::KillReason;
 use crate::plan::Plan;
 use crate::preflight::degrade::{Degrader, Signals};
@@ -110,13 +113,15 @@ fn process_cpu_seconds(host: &HostRoot, pid: u32) -> f64 {
 
 /// What a binary's end means for memory (see [`RunHooks::ended`]): `killed` is the runner's
 /// own reason, `report` the watchdog's, `peak` the highest RSS known, `signal` what ended
-/// it, `cgroup_oom` the cgroup limit when the kernel killed inside the binary's cgroup.
+/// it, `cgroup_oom` the cgroup limit when the kernel killed inside the binary's cgroup,
+/// `kernel_oom` whether the kernel counted an OOM kill during its run.
 pub fn memory_kill(
     killed: Option<&KillReason>,
     report: Option<&MemoryReport>,
     peak: u64,
     signal: Option<i32>,
     cgroup_oom: Option<u64>,
+    kernel_oom: bool,
 ) -> Option<KillReason> {
     match killed {
         // Ours, for memory: the peak may have grown after the crossing sample.
@@ -142,14 +147,14 @@ pub fn memory_kill(
                 samples: 0,
                 killed: None,
             };
-            match classify_exit(signal, report.unwrap_or(&unsampled)) {
+            match classify_exit(signal, report.unwrap_or(&unsampled), kernel_oom) {
                 MemoryVerdict::Normal => None,
                 MemoryVerdict::CapExceeded { limit, peak } => Some(KillReason::Memory {
                     limit: Some(limit),
                     peak,
                     by_watchdog: true,
                 }),
-                MemoryVerdict::LikelyOomKill { peak } => Some(KillReason::Memory {
+                MemoryVerdict::OomKill { peak } => Some(KillReason::Memory {
                     limit: None,
                     peak,
                     by_watchdog: false,
@@ -176,6 +181,12 @@ pub struct HostSafety {
     mem_limit: Option<u64>,
     cgroups: Option<CgroupLimiter>,
     children: HashMap<u32, ChildCgroup>,
+    /// Killed cgroups whose processes were still dying: removed at a later end.
+    dying: Vec<ChildCgroup>,
+    /// Our cgroup v2's `memory.events`, where it counts OOM kills.
+    oom_events: Option<PathBuf>,
+    /// The kernel's OOM-kill counts when each running binary started.
+    oom_at_start: HashMap<u32, OomKills>,
     running: HashMap<u32, BinaryId>,
     pending: Vec<String>,
     verbose: bool,
@@ -202,8 +213,11 @@ impl HostSafety {
                 None
             }
         };
+        // Before the runner may move into a leaf: the parent's count includes the children.
+        let oom_events = plan.host.oom_events_path();
         let cgroups = match plan.mem_limit {
-            None => None,
+            // Only to end each binary's processes at its end: silently skipped without.
+            None => CgroupLimiter::detect_for_kill(&live).ok(),
             Some(_) => match CgroupLimiter::detect_and_enable(&live) {
                 Ok(limiter) => {
                     if verbose {
@@ -244,6 +258,9 @@ impl HostSafety {
             mem_limit: plan.mem_limit,
             cgroups,
             children: HashMap::new(),
+            dying: Vec::new(),
+            oom_events,
+            oom_at_start: HashMap::new(),
             running: HashMap::new(),
             pending,
             verbose,
@@ -312,12 +329,15 @@ impl RunHooks for HostSafety {
 
     fn spawned(&mut self, binary: &BinaryId, pid: u32) {
         self.running.insert(pid, binary.clone());
+        self.oom_at_start
+            .insert(pid, self.readings.oom_kills(self.oom_events.as_deref()));
         if let Some(watches) = &mut self.watches {
             let _ = watches.poll(pid);
         }
-        let (Some(limiter), Some(limit)) = (&self.cgroups, self.mem_limit) else {
+        let Some(limiter) = &self.cgroups else {
             return;
         };
+        let limit = self.mem_limit;
         let name: String = format!("{}-{pid}", binary.target)
             .chars()
             .map(|c| {
@@ -335,7 +355,7 @@ impl RunHooks for HostSafety {
             Ok(cgroup) => {
                 self.children.insert(pid, cgroup);
             }
-            Err(e) if !self.cgroup_failed => {
+            Err(e) if !self.cgroup_failed && limit.is_some() => {
                 self.cgroup_failed = true;
                 self.pending.push(format!(
                     "warning: cannot put {binary} into a cgroup with memory.max: {e}; the watchdog alone enforces --mem-limit"
@@ -378,13 +398,27 @@ impl RunHooks for HostSafety {
             .and_then(ChildCgroup::oom_kills)
             .unwrap_or(0)
             > 0;
+        let kernel_oom = self.oom_at_start.remove(&pid).is_some_and(|start| {
+            self.readings
+                .oom_kills(self.oom_events.as_deref())
+                .rose_since(&start)
+        });
         let killed = memory_kill(
             killed,
             report.as_ref(),
             peak_rss.unwrap_or(0),
             signal,
             cgroup_oom.then_some(self.mem_limit).flatten(),
+            kernel_oom,
         );
+        // Whatever the binary started, wherever it went in the process tree, ends with it.
+        self.dying.retain(|cgroup| !cgroup.remove());
+        if let Some(cgroup) = cgroup {
+            let _ = cgroup.kill();
+            if !cgroup.remove() {
+                self.dying.push(cgroup);
+            }
+        }
         MemoryEnd { peak_rss, killed }
     }
 
@@ -423,7 +457,7 @@ mod tests {
         };
         // The runner's own memory kill keeps its cap and takes the highest peak.
         assert_eq!(
-            memory_kill(Some(&ours), None, 400 * mib, Some(9), None),
+            memory_kill(Some(&ours), None, 400 * mib, Some(9), None, false),
             Some(KillReason::Memory {
                 limit: Some(300 * mib),
                 peak: 400 * mib,
@@ -434,30 +468,45 @@ mod tests {
         let timeout = KillReason::Timeout {
             after: Duration::from_secs(1),
         };
-        assert_eq!(memory_kill(Some(&timeout), None, 0, Some(9), None), None);
-        // A SIGKILL nobody here sent: likely the kernel's OOM killer.
+        assert_eq!(
+            memory_kill(Some(&timeout), None, 0, Some(9), None, true),
+            None
+        );
+        // A SIGKILL nobody here sent: the kernel's OOM killer when it counted a kill…
         let report = MemoryReport {
             peak_rss: 900 * mib,
             samples: 12,
             killed: None,
         };
         assert_eq!(
-            memory_kill(None, Some(&report), 900 * mib, Some(9), None),
+            memory_kill(None, Some(&report), 900 * mib, Some(9), None, true),
             Some(KillReason::Memory {
                 limit: None,
                 peak: 900 * mib,
                 by_watchdog: false
             })
         );
-        // Other signals and plain exits are not about memory.
+        // … and not about memory when it did not: someone else sent it.
         assert_eq!(
-            memory_kill(None, Some(&report), 900 * mib, Some(11), None),
+            memory_kill(None, Some(&report), 900 * mib, Some(9), None, false),
             None
         );
-        assert_eq!(memory_kill(None, None, 0, None, None), None);
+        // Other signals and plain exits are not about memory.
+        assert_eq!(
+            memory_kill(None, Some(&report), 900 * mib, Some(11), None, true),
+            None
+        );
+        assert_eq!(memory_kill(None, None, 0, None, None, false), None);
         // The kernel inside the binary's cgroup.
         assert_eq!(
-            memory_kill(None, Some(&report), 900 * mib, Some(9), Some(512 * mib)),
+            memory_kill(
+                None,
+                Some(&report),
+                900 * mib,
+                Some(9),
+                Some(512 * mib),
+                false
+            ),
             Some(KillReason::Memory {
                 limit: Some(512 * mib),
                 peak: 900 * mib,

@@ -198,7 +198,14 @@ pub fn run(
             ),
         });
     }
+    // Only now: the build's and the listings' processes are done, so what is re-parented
+    // to the runner from here on comes from a test ([`crate::process::orphans`]). Without
+    // it (not Linux, or refused), orphans of tests go to init as before.
+    let _ = crate::process::orphans::become_subreaper();
     runner.report_list_errors();
-    runner.run_loop()?;
+    let looped = runner.run_loop();
+    // What the tests left behind and no unit's end took: gone before the summary.
+    crate::process::orphans::sweep_all();
+    looped?;
     Ok(runner.finish(run_started.elapsed()))
 }

@@ -286,7 +286,7 @@ pub fn describe_kill(reason: &KillReason) -> String {
         ),
         KillReason::Memory {
             limit: None, peak, ..
-        } => crate::watchdog::MemoryVerdict::LikelyOomKill { peak: *peak }.to_string(),
+        } => crate::watchdog::MemoryVerdict::OomKill { peak: *peak }.to_string(),
         KillReason::Interrupted => "the run was interrupted".to_string(),
         KillReason::TestTimedOut { test } => format!(
             "`{test}` ran past its own timeout; the process was ended so that its other tests could run again"
@@ -326,7 +326,10 @@ mod tests {
             by_watchdog: false,
         };
         let text = describe_kill_while(&oom, &[]);
-        assert!(text.contains("likely the kernel's OOM killer"), "{text}");
+        assert!(
+            text.starts_with("killed by the kernel's OOM killer"),
+            "{text}"
+        );
         let timeout = KillReason::Timeout {
             after: Duration::from_secs(1),
         };

@@ -13,6 +13,11 @@
 //!   other processes share our cgroup (the shell that started us), that fails and
 //!   everything is rolled back.
 //!
+//! Without a memory cap, a delegated cgroup v2 still gives each test binary a child cgroup
+//! of its own ([`CgroupLimiter::detect_for_kill`], no controller needed), for one thing:
+//! at the binary's end `cgroup.kill` ([`ChildCgroup::kill`]) ends every process it started,
+//! also those that left its process group and its process tree.
+//!
 //! Anything else (cgroup v1, a read-only or non-delegated cgroup) is a [`Skip`] with a
 //! reason; the watchdog keeps working alone. Every path is under a [`HostRoot`], so the
 //! logic is tested against a fake cgroupfs.
@@ -23,7 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::host::HostRoot;
-use crate::host::cgroup::CgroupVersion;
+use crate::host::cgroup::{CgroupVersion, oom_kill_count};
 
 /// Why cgroup limits are not used on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +91,25 @@ impl CgroupLimiter {
         Self::detect_inner(host, true)
     }
 
-    fn detect_inner(host: &HostRoot, enable: bool) -> Result<CgroupLimiter, Skip> {
+    /// Detects a delegated cgroup v2 under which child cgroups can be made only to be
+    /// killed at once (`cgroup.kill`, Linux ≥ 5.14): no controller is needed, so this only
+    /// reads and never moves this process.
+    pub fn detect_for_kill(host: &HostRoot) -> Result<CgroupLimiter, Skip> {
+        let dir = Self::delegated_dir(host)?;
+        if !dir.join("cgroup.kill").exists() {
+            return Err(Skip(format!(
+                "{} has no cgroup.kill (Linux 5.14 or later)",
+                dir.display()
+            )));
+        }
+        Ok(CgroupLimiter {
+            parent: dir,
+            runner_leaf: None,
+        })
+    }
+
+    /// Our cgroup v2 directory, when it is delegated to us (writable).
+    fn delegated_dir(host: &HostRoot) -> Result<PathBuf, Skip> {
         let info = host
             .cgroup()
             .map_err(|e| Skip(format!("cannot read our cgroup: {e}")))?
@@ -105,6 +128,11 @@ impl CgroupLimiter {
                 dir.display()
             )));
         }
+        Ok(dir)
+    }
+
+    fn detect_inner(host: &HostRoot, enable: bool) -> Result<CgroupLimiter, Skip> {
+        let dir = Self::delegated_dir(host)?;
         if !words(&dir.join("cgroup.controllers"))
             .iter()
             .any(|c| c == "memory")
@@ -162,10 +190,10 @@ impl CgroupLimiter {
         &self.parent
     }
 
-    /// Creates `<parent>/capped-<name>` with `memory.max = limit` (and `memory.swap.max =
-    /// 0` where swap accounting exists, so the cap is not dodged by swapping). `name` must
-    /// be a plain file name (a binary's name and a counter).
-    pub fn create(&self, name: &str, limit: u64) -> io::Result<ChildCgroup> {
+    /// Creates `<parent>/capped-<name>`, with a `limit`: `memory.max = limit` (and
+    /// `memory.swap.max = 0` where swap accounting exists, so the cap is not dodged by
+    /// swapping). `name` must be a plain file name (a binary's name and a counter).
+    pub fn create(&self, name: &str, limit: Option<u64>) -> io::Result<ChildCgroup> {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -177,6 +205,9 @@ impl CgroupLimiter {
             io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display()))
         })?;
         let child = ChildCgroup { dir };
+        let Some(limit) = limit else {
+            return Ok(child);
+        };
         write_file(&child.dir.join("memory.max"), &limit.to_string())?;
         let swap = child.dir.join("memory.swap.max");
         if swap.exists() {
@@ -201,10 +232,22 @@ impl ChildCgroup {
 
     /// `oom_kill` of `memory.events`: how many processes the kernel killed for the limit.
     pub fn oom_kills(&self) -> Option<u64> {
-        let text = fs::read_to_string(self.dir.join("memory.events")).ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix("oom_kill "))
-            .and_then(|n| n.trim().parse().ok())
+        oom_kill_count(&fs::read_to_string(self.dir.join("memory.events")).ok()?)
+    }
+
+    /// SIGKILLs every process in the cgroup (`cgroup.kill`, Linux ≥ 5.14): what the binary
+    /// started, wherever it moved in the process tree. The kernel holds the pids until they
+    /// are reaped, so nothing else can be hit.
+    pub fn kill(&self) -> io::Result<()> {
+        write_file(&self.dir.join("cgroup.kill"), "1")
+    }
+
+    /// Removes the cgroup; `false` while processes remain in it (they are still dying).
+    pub fn remove(&self) -> bool {
+        match fs::remove_dir(&self.dir) {
+            Ok(()) => true,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
     }
 
     /// `memory.peak` (kernel ≥ 5.19): the cgroup's peak memory, page cache included.
@@ -255,7 +298,7 @@ mod tests {
         let (_dir, host) = v2_root("memory pids\n");
         let limiter = CgroupLimiter::detect(&host).unwrap();
         assert!(limiter.parent().ends_with("user.slice/job.scope"));
-        let child = limiter.create("mem_hog-1", 300 << 20).unwrap();
+        let child = limiter.create("mem_hog-1", Some(300 << 20)).unwrap();
         assert_eq!(
             fs::read_to_string(child.dir().join("memory.max")).unwrap(),
             (300u64 << 20).to_string()
@@ -272,8 +315,34 @@ mod tests {
         .unwrap();
         assert_eq!(child.oom_kills(), Some(1));
         assert_eq!(child.peak(), None);
-        assert!(limiter.create("../escape", 1).is_err());
-        assert!(limiter.create("", 1).is_err());
+        assert!(limiter.create("../escape", Some(1)).is_err());
+        assert!(limiter.create("", Some(1)).is_err());
+    }
+
+    #[test]
+    fn a_delegated_v2_without_a_cap_gives_kill_only_children() {
+        let (_dir, host) = v2_root("");
+        let skip = CgroupLimiter::detect_for_kill(&host).unwrap_err();
+        assert!(skip.0.contains("no cgroup.kill"), "{skip}");
+        let parent = host.path("/sys/fs/cgroup/user.slice/job.scope");
+        fs::write(parent.join("cgroup.kill"), "").unwrap();
+        let limiter = CgroupLimiter::detect_for_kill(&host).unwrap();
+        assert_eq!(limiter.runner_leaf(), None, "nothing moved");
+        let child = limiter.create("it-7", None).unwrap();
+        assert!(!child.dir().join("memory.max").exists(), "no limit set");
+        child.add(4242).unwrap();
+        child.kill().unwrap();
+        assert_eq!(
+            fs::read_to_string(child.dir().join("cgroup.kill")).unwrap(),
+            "1"
+        );
+        // A fake cgroup keeps its files: not removable, as a cgroup still populated.
+        assert!(!child.remove());
+        for file in ["cgroup.kill", "cgroup.procs"] {
+            fs::remove_file(child.dir().join(file)).unwrap();
+        }
+        assert!(child.remove());
+        assert!(child.remove(), "gone already is removed");
     }
 
     #[test]

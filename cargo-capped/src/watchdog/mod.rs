@@ -33,8 +33,10 @@
 //!    `KillReason::Memory { by_watchdog: true, .. }`;
 //! 3. after the binary is reaped, `finish(pid)` gives its peak RSS, and when the runner did
 //!    not kill it itself, [`classify_exit`] turns a kill after the runner's last look into
-//!    `CapExceeded` and a SIGKILL nobody here sent into `LikelyOomKill`; the report line
-//!    names the binary and the tests that were running;
+//!    `CapExceeded`, and a SIGKILL nobody here sent into `OomKill` only when the kernel
+//!    counted an OOM kill meanwhile (see [`crate::host::cgroup::OomKills`]); any other
+//!    SIGKILL is reported as one cargo capped did not send. The report line names the
+//!    binary and the tests that were running;
 //! 4. with a cap and a delegated cgroup v2 ([`cgroup::CgroupLimiter::detect_and_enable`]),
 //!    each binary also gets a child cgroup with `memory.max`, whose `oom_kill` count is read
 //!    at its end; otherwise `-v` prints the [`cgroup::Skip`] reason once.
@@ -142,16 +144,16 @@ pub enum MemoryVerdict {
         /// The highest RSS seen.
         peak: u64,
     },
-    /// Killed by a SIGKILL the watchdog did not send: most likely the kernel's OOM killer
-    /// (not checked: `dmesg` is usually not readable).
-    LikelyOomKill {
+    /// Killed by a SIGKILL the watchdog did not send while the kernel counted an OOM kill
+    /// (`oom_kill` of `/proc/vmstat` or of the cgroup's `memory.events` rose).
+    OomKill {
         /// The highest RSS seen.
         peak: u64,
     },
 }
 
 impl MemoryVerdict {
-    /// `killed: memory cap 300 MiB exceeded (peak 2.0 GiB)`, or the likely-OOM line;
+    /// `killed: memory cap 300 MiB exceeded (peak 2.0 GiB)`, or the OOM-kill line;
     /// `None` for [`MemoryVerdict::Normal`].
     pub fn message(&self) -> Option<String> {
         match *self {
@@ -161,8 +163,8 @@ impl MemoryVerdict {
                 format_size(limit),
                 format_size(peak)
             )),
-            MemoryVerdict::LikelyOomKill { peak } => Some(format!(
-                "killed by a SIGKILL cargo capped did not send: likely the kernel's OOM killer (peak RSS seen {})",
+            MemoryVerdict::OomKill { peak } => Some(format!(
+                "killed by the kernel's OOM killer (peak RSS seen {})",
                 format_size(peak)
             )),
         }
@@ -191,17 +193,23 @@ impl fmt::Display for MemoryVerdict {
 }
 
 /// Classifies an exit: `signal` is the signal that ended the binary
-/// (`ExitStatus::signal()`), `report` what its watch saw. Pass `None` as the signal when
-/// the runner itself killed the binary (a timeout), which is reported as such instead.
-pub fn classify_exit(signal: Option<i32>, report: &MemoryReport) -> MemoryVerdict {
+/// (`ExitStatus::signal()`), `report` what its watch saw, `kernel_oom` whether the kernel
+/// counted an OOM kill during its run. Pass `None` as the signal when the runner itself
+/// killed the binary (a timeout), which is reported as such instead. A SIGKILL without the
+/// kernel's word is not about memory: someone else sent it.
+pub fn classify_exit(
+    signal: Option<i32>,
+    report: &MemoryReport,
+    kernel_oom: bool,
+) -> MemoryVerdict {
     if let Some(kill) = &report.killed {
         return MemoryVerdict::CapExceeded {
             limit: kill.limit,
             peak: report.peak_rss.max(kill.peak),
         };
     }
-    if signal == Some(SIGKILL) {
-        return MemoryVerdict::LikelyOomKill {
+    if signal == Some(SIGKILL) && kernel_oom {
+        return MemoryVerdict::OomKill {
             peak: report.peak_rss,
         };
     }

@@ -103,7 +103,9 @@ fn fixture_tree_peak_kill_and_end() {
     let report = handle.finish();
     assert_eq!(report.peak_rss, 23_000 * 1024);
     assert_eq!(
-        classify_exit(Some(SIGKILL), &report).message().unwrap(),
+        classify_exit(Some(SIGKILL), &report, false)
+            .message()
+            .unwrap(),
         "killed: memory cap 10 MiB exceeded (peak 22.5 MiB)"
     );
     assert!(watchdog.stats().kills_sent >= 1);
@@ -166,7 +168,7 @@ fn idle_watchdog_does_not_tick_and_unlimited_trees_are_never_killed() {
     assert_eq!(report.peak_rss, 900_000 * 1024);
     assert!(report.killed.is_none());
     assert!(orders.lock().unwrap().is_empty());
-    assert_eq!(classify_exit(None, &report), MemoryVerdict::Normal);
+    assert_eq!(classify_exit(None, &report, false), MemoryVerdict::Normal);
     // Finished handles are not sampled any more (once a tick in flight has completed).
     std::thread::sleep(Duration::from_millis(30));
     let ticks = watchdog.stats().ticks;
@@ -181,13 +183,18 @@ fn verdicts_and_their_lines() {
         samples: 10,
         killed: None,
     };
-    assert_eq!(classify_exit(None, &quiet), MemoryVerdict::Normal);
-    assert_eq!(classify_exit(Some(15), &quiet), MemoryVerdict::Normal);
-    let oom = classify_exit(Some(SIGKILL), &quiet);
-    assert_eq!(oom, MemoryVerdict::LikelyOomKill { peak: 1536 * MIB });
+    assert_eq!(classify_exit(None, &quiet, false), MemoryVerdict::Normal);
+    assert_eq!(classify_exit(Some(15), &quiet, true), MemoryVerdict::Normal);
+    // A SIGKILL is an OOM kill only on the kernel's word; without it, someone else sent it.
+    assert_eq!(
+        classify_exit(Some(SIGKILL), &quiet, false),
+        MemoryVerdict::Normal
+    );
+    let oom = classify_exit(Some(SIGKILL), &quiet, true);
+    assert_eq!(oom, MemoryVerdict::OomKill { peak: 1536 * MIB });
     assert_eq!(
         oom.describe("crossval", &[]).unwrap(),
-        "crossval: killed by a SIGKILL cargo capped did not send: likely the kernel's OOM killer (peak RSS seen 1.5 GiB)"
+        "crossval: killed by the kernel's OOM killer (peak RSS seen 1.5 GiB)"
     );
     let now = Instant::now();
     let capped = MemoryReport {
@@ -202,7 +209,7 @@ fn verdicts_and_their_lines() {
             pids: vec![7],
         }),
     };
-    let verdict = classify_exit(Some(SIGKILL), &capped);
+    let verdict = classify_exit(Some(SIGKILL), &capped, false);
     assert_eq!(
         verdict.to_string(),
         "killed: memory cap 300 MiB exceeded (peak 2.1 GiB)"
@@ -356,7 +363,7 @@ fn allocating_2gib_under_a_300mib_cap_is_killed_soon_after_crossing() {
         kill.peak > 300 * MIB && report.peak_rss < 2048 * MIB,
         "{report:?}"
     );
-    let verdict = classify_exit(status.signal(), &report);
+    let verdict = classify_exit(status.signal(), &report, false);
     let message = verdict.message().unwrap();
     assert!(
         message.starts_with("killed: memory cap 300 MiB exceeded (peak "),
@@ -401,7 +408,7 @@ fn run_watches_start_on_first_poll_and_report_on_finish() {
 }
 
 #[test]
-fn a_sigkill_we_did_not_send_is_a_likely_oom_kill() {
+fn a_sigkill_we_did_not_send_is_an_oom_kill_only_on_the_kernels_word() {
     let watchdog = Watchdog::start(Duration::from_millis(10)).unwrap();
     let mut child = process::spawn(Command::new("sleep").arg("30")).unwrap();
     let pid = child.id();
@@ -413,9 +420,13 @@ fn a_sigkill_we_did_not_send_is_a_likely_oom_kill() {
     let status = child.wait().unwrap();
     let report = handle.finish();
     assert!(report.peak_rss > 0);
+    assert_eq!(
+        classify_exit(status.signal(), &report, false),
+        MemoryVerdict::Normal
+    );
     assert!(matches!(
-        classify_exit(status.signal(), &report),
-        MemoryVerdict::LikelyOomKill { .. }
+        classify_exit(status.signal(), &report, true),
+        MemoryVerdict::OomKill { .. }
     ));
     assert!(watchdog.cpu_time().is_some());
 }
