@@ -371,6 +371,17 @@ pub struct RunOptions {
     /// by a stable hash of its binary and name, so N jobs with K = 1..N run every test once.
     #[arg(long, value_name = "hash:K/N", value_parser = crate::plan::partition::Partition::parse, help_heading = "Run options")]
     pub partition: Option<crate::plan::partition::Partition>,
+    /// `test`: run each test as a process of its own, so --timeout and --mem-limit act on
+    /// that test alone and a crash fails only it; `binary` (the default): a test binary's
+    /// tests share one process, as under `cargo test`. Also `isolation` in a profile, or in
+    /// a `[groups.NAME]` table for that group's tests only.
+    #[arg(long, value_name = "test|binary", value_parser = capped_model::config::Isolation::parse, help_heading = "Run options")]
+    pub isolation: Option<capped_model::config::Isolation>,
+    /// Run a failed test up to N more times, each in a fresh process; a test that fails and
+    /// then passes is reported FLAKY (0 to 100; not in --deterministic runs unless given
+    /// here).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=capped_model::config::MAX_RETRIES as i64), help_heading = "Run options")]
+    pub retries: Option<u32>,
 }
 
 /// What the run prints.

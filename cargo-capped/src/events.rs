@@ -53,6 +53,12 @@ pub enum TestStatus {
         /// Whether our watchdog sent the kill.
         by_watchdog: bool,
     },
+    /// It failed, then passed when run again (`--retries`): the attempts that failed, in
+    /// order. Whether it fails the run is the profile's `flaky-result`.
+    Flaky {
+        /// The failed attempts before the one that passed.
+        failed: Vec<FailedAttempt>,
+    },
     /// It never ran; the reason says why (its binary crashed first, the run was
     /// interrupted, a timeout killed its binary before it started, …).
     NotRun {
@@ -64,7 +70,10 @@ pub enum TestStatus {
 impl TestStatus {
     /// Whether the run fails because of this test.
     pub fn is_failure(&self) -> bool {
-        !matches!(self, TestStatus::Passed | TestStatus::Ignored)
+        !matches!(
+            self,
+            TestStatus::Passed | TestStatus::Ignored | TestStatus::Flaky { .. }
+        )
     }
 
     /// One word for summaries and JSON: `passed`, `failed`, `ignored`, `timed-out`,
@@ -77,8 +86,20 @@ impl TestStatus {
             TestStatus::TimedOut { .. } => "timed-out",
             TestStatus::KilledForMemory { .. } => "killed-mem",
             TestStatus::NotRun { .. } => "not-run",
+            TestStatus::Flaky { .. } => "flaky",
         }
     }
+}
+
+/// One failed attempt of a test that passed on a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedAttempt {
+    /// How it ended (`failed`, `timed-out`, …).
+    pub status: Box<TestStatus>,
+    /// How long it ran.
+    pub duration: Option<Duration>,
+    /// What it printed.
+    pub output: String,
 }
 
 /// One test's result.

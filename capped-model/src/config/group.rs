@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, positive};
+use super::{ConfigError, Isolation, positive};
 use crate::resource::Scope;
 
 /// A group as configured.
@@ -17,6 +17,8 @@ pub struct GroupConfig {
     pub scope: Scope,
     /// Whole test binaries that belong to the group (`binaries`, wildcard patterns).
     pub binaries: Vec<String>,
+    /// `isolation = "test"`: each of the group's tests runs as a process of its own.
+    pub isolation: Option<Isolation>,
 }
 
 impl Default for GroupConfig {
@@ -25,6 +27,7 @@ impl Default for GroupConfig {
             max: 1,
             scope: Scope::Host,
             binaries: Vec::new(),
+            isolation: None,
         }
     }
 }
@@ -46,6 +49,7 @@ pub(super) struct GroupDoc {
     scope: Option<Scope>,
     #[serde(default)]
     binaries: Vec<Spanned<String>>,
+    isolation: Option<Isolation>,
 }
 
 impl GroupDoc {
@@ -70,6 +74,7 @@ impl GroupDoc {
             max: positive(path, text, self.max, "max")?.unwrap_or(1),
             scope: self.scope.unwrap_or(Scope::Host),
             binaries,
+            isolation: self.isolation,
         })
     }
 }

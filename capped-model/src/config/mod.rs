@@ -24,6 +24,7 @@
 
 mod error;
 mod group;
+mod isolation;
 mod profile;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use toml::Spanned;
 
 pub use error::ConfigError;
 pub use group::GroupConfig;
+pub use isolation::{FlakyResult, Isolation, MAX_RETRIES};
 pub use profile::Profile;
 
 use crate::units;
@@ -363,6 +365,32 @@ mod tests {
             config.group("crossval").binaries,
             vec!["crossval*".to_string()]
         );
+    }
+
+    #[test]
+    fn isolation_retries_and_flaky_result() {
+        let config = Config::parse(
+            None,
+            "[profile.ci]\nisolation = \"test\"\nretries = 2\nflaky-result = \"fail\"\n[groups.gpu]\nisolation = \"test\"\n",
+        )
+        .unwrap();
+        let ci = config.profile("ci").unwrap();
+        assert_eq!(ci.isolation, Some(Isolation::Test));
+        assert_eq!(ci.retries, Some(2));
+        assert_eq!(ci.flaky_result, Some(FlakyResult::Fail));
+        assert_eq!(config.group("gpu").isolation, Some(Isolation::Test));
+        let message = err("[profile.ci]\nretries = 1000\n");
+        assert!(
+            message.contains("capped.toml:2:") && message.contains("at most 100"),
+            "{message}"
+        );
+        let message = err("[profile.ci]\nisolation = \"process\"\n");
+        assert!(
+            message.contains("capped.toml:2:") && message.contains("process"),
+            "{message}"
+        );
+        let message = err("[groups.g]\nisolation = 3\n");
+        assert!(message.contains("capped.toml:2:"), "{message}");
     }
 
     #[test]

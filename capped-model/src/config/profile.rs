@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, parse_spanned, positive};
+use super::{ConfigError, FlakyResult, Isolation, MAX_RETRIES, parse_spanned, positive};
 use crate::units;
 
 /// One profile. Every field is optional: what a profile leaves out comes from the
@@ -39,6 +39,12 @@ pub struct Profile {
     /// `split-binaries`: whether `cargo capped` may run a libtest binary that starts
     /// narrower than it could run as more than one process (default true).
     pub split_binaries: Option<bool>,
+    /// `isolation`: a process per test, or per test binary (the default).
+    pub isolation: Option<Isolation>,
+    /// `retries`: how many more times a failed test runs, each in a fresh process.
+    pub retries: Option<u32>,
+    /// `flaky-result`: whether a test that passed on a retry passes the run.
+    pub flaky_result: Option<FlakyResult>,
     /// `[profile.NAME.env]`: extra environment for the tests.
     pub env: BTreeMap<String, String>,
 }
@@ -61,7 +67,10 @@ impl Profile {
             test_timeout,
             mem_limit,
             mem_budget,
-            split_binaries
+            split_binaries,
+            isolation,
+            retries,
+            flaky_result
         );
         self.env.extend(other.env);
     }
@@ -100,6 +109,9 @@ pub(super) struct ProfileDoc {
     mem_limit: Option<Spanned<String>>,
     mem_budget: Option<Spanned<String>>,
     split_binaries: Option<bool>,
+    isolation: Option<Isolation>,
+    retries: Option<Spanned<u32>>,
+    flaky_result: Option<FlakyResult>,
     #[serde(default)]
     env: BTreeMap<String, String>,
 }
@@ -135,6 +147,22 @@ impl ProfileDoc {
                 units::parse_size,
             )?,
             split_binaries: self.split_binaries,
+            isolation: self.isolation,
+            retries: match self.retries {
+                Some(retries) if *retries.get_ref() > MAX_RETRIES => {
+                    return Err(ConfigError::at(
+                        path,
+                        text,
+                        Some(retries.span()),
+                        format!(
+                            "`retries` is {}; at most {MAX_RETRIES} are allowed",
+                            retries.get_ref()
+                        ),
+                    ));
+                }
+                retries => retries.map(Spanned::into_inner),
+            },
+            flaky_result: self.flaky_result,
             env: self.env,
         })
     }

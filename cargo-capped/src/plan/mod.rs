@@ -26,7 +26,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use capped_model::config::{Config, GroupConfig};
+use capped_model::config::{Config, FlakyResult, GroupConfig, Isolation};
+use capped_model::protocol::ListedTest;
 use capped_model::{Caps, CapsOverrides};
 
 use crate::cli::{CargoArgs, OutputArgs, RunOptions};
@@ -72,6 +73,14 @@ pub struct Plan {
     /// Whether a libtest binary that starts narrower than it could run may run as more than
     /// one process (`split-binaries`; never in deterministic mode).
     pub split_binaries: bool,
+    /// Whether every test runs as a process of its own (`--isolation test`); groups may ask
+    /// for it for their own tests ([`Plan::isolates`]).
+    pub isolation: Isolation,
+    /// How many more times a failed test runs (`--retries`, `retries`; none in
+    /// deterministic runs unless given on the command line).
+    pub retries: u32,
+    /// Whether a test that passed only on a retry fails the run (`flaky-result = "fail"`).
+    pub flaky_fails: bool,
     /// Cargo's flags for the build.
     pub cargo: CargoArgs,
     /// The test-name filter.
@@ -200,6 +209,13 @@ impl Plan {
             profile_env: profile.env.clone(),
             fail_fast: options.fail_fast,
             split_binaries: !caps.deterministic() && profile.split_binaries.unwrap_or(true),
+            isolation: options.isolation.or(profile.isolation).unwrap_or_default(),
+            retries: match options.retries {
+                Some(retries) => retries,
+                None if caps.deterministic() => 0,
+                None => profile.retries.unwrap_or(0),
+            },
+            flaky_fails: profile.flaky_result == Some(FlakyResult::Fail),
             caps,
             cargo: input.cargo,
             filter: input.filter,
@@ -207,6 +223,19 @@ impl Plan {
             output: input.output,
             config,
         })
+    }
+
+    /// Whether `test` of a binary claimed by `claimed` runs as a process of its own: under
+    /// `--isolation test`, or when one of its groups (declared, or claiming its binary) has
+    /// `isolation = "test"`.
+    pub fn isolates(&self, test: &ListedTest, claimed: &[String]) -> bool {
+        self.isolation == Isolation::Test
+            || test.groups.iter().chain(claimed).any(|group| {
+                self.config
+                    .groups
+                    .get(group)
+                    .is_some_and(|g| g.isolation == Some(Isolation::Test))
+            })
     }
 
     /// The groups whose `binaries` patterns claim a test binary named `target`.

@@ -238,6 +238,19 @@ impl Human {
                 format!(" ({})", memory_detail(&result.status)),
             ),
             TestStatus::NotRun { reason } => ("NOT RUN", Style::Warn, format!(": {reason}")),
+            TestStatus::Flaky { failed } => (
+                "FLAKY",
+                Style::Warn,
+                format!(
+                    " (passed on attempt {}; failed before: {})",
+                    failed.len() + 1,
+                    failed
+                        .iter()
+                        .map(|attempt| attempt.status.keyword())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
         };
         let failure = matches!(
             result.status,
@@ -309,13 +322,14 @@ impl Human {
             count("timed-out"),
             count("killed-mem"),
         );
-        let (skipped, not_run) = (count("ignored"), count("not-run"));
-        let run = passed + failed + timed_out + killed;
+        let (skipped, not_run, flaky) = (count("ignored"), count("not-run"), count("flaky"));
+        let run = passed + failed + timed_out + killed + flaky;
         let mut parts = vec![p.paint(Style::Pass, &format!("{passed} passed"))];
         for (n, what, style) in [
             (failed, "failed", Style::Fail),
             (timed_out, "timed out", Style::Fail),
             (killed, "killed for memory", Style::Fail),
+            (flaky, "flaky", Style::Warn),
             (skipped, "skipped", Style::Warn),
             (not_run, "not run", Style::Warn),
         ] {

@@ -77,6 +77,14 @@ struct Slow<'a> {
     duration_ms: f64,
 }
 
+/// One failed attempt of a flaky test.
+#[derive(Debug, Serialize)]
+struct Attempt<'a> {
+    status: &'static str,
+    duration_ms: Option<f64>,
+    output: &'a str,
+}
+
 /// One line of the JSON stream.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -122,6 +130,12 @@ enum Line<'a> {
         mem_limit: Option<u64>,
         mem_peak: Option<u64>,
         by_watchdog: Option<bool>,
+        /// Runs of a flaky test, the passing one included.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attempts: Option<usize>,
+        /// A flaky test's failed attempts, in order.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        failed_attempts: Vec<Attempt<'a>>,
     },
     BinaryFinished {
         binary: Binary<'a>,
@@ -245,6 +259,21 @@ pub fn line(event: &RunEvent) -> String {
                 mem_limit,
                 mem_peak,
                 by_watchdog,
+                attempts: match &result.status {
+                    TestStatus::Flaky { failed } => Some(failed.len() + 1),
+                    _ => None,
+                },
+                failed_attempts: match &result.status {
+                    TestStatus::Flaky { failed } => failed
+                        .iter()
+                        .map(|attempt| Attempt {
+                            status: attempt.status.keyword(),
+                            duration_ms: attempt.duration.map(ms),
+                            output: &attempt.output,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                },
             }
         }
         RunEvent::BinaryFinished {

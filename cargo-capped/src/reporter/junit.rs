@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 
 use crate::events::{BinaryId, RunEvent, TestResult, TestStatus};
 use crate::libtest::{describe_end_signal, describe_signal};
@@ -203,6 +203,25 @@ fn case_status(test: &TestResult) -> TestCaseStatus {
         TestStatus::NotRun { reason } => {
             let mut status = TestCaseStatus::skipped();
             status.set_type("not run").set_message(reason.as_str());
+            status
+        }
+        // A pass with `flakyFailure` elements for the attempts that failed first, as
+        // surefire writes them and CI systems read them.
+        TestStatus::Flaky { failed } => {
+            let mut status = TestCaseStatus::success();
+            status.add_reruns(failed.iter().map(|attempt| {
+                let mut rerun = TestRerun::new(NonSuccessKind::Failure);
+                rerun
+                    .set_type(attempt.status.keyword())
+                    .set_message(first_line(&attempt.output));
+                if let Some(time) = attempt.duration {
+                    rerun.set_time(time);
+                }
+                if !attempt.output.is_empty() {
+                    rerun.set_system_out(tail(&attempt.output));
+                }
+                rerun
+            }));
             status
         }
     }

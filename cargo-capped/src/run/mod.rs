@@ -167,6 +167,7 @@ pub fn run(
         emfile: EmfileAdapter::new(plan.caps.test_threads() as usize),
         width_check_due: false,
         peaks: Vec::new(),
+        attempts: std::collections::HashMap::new(),
     };
     runner.emit(RunEvent::RunStarted {
         profile: plan.profile.clone(),

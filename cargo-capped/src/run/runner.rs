@@ -22,7 +22,7 @@
 //!   events-file line no output accompanies.
 //! * Every running binary is looked at at least every [`TICK`] and at every wake-up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ use super::signals;
 use super::summary::Measurements;
 use crate::adapt::emfile_policy::EmfileAdapter;
 use crate::errors::{EXIT_INTERRUPTED, EXIT_OK, EXIT_TEST_FAILED, Result};
-use crate::events::{RunEvent, RunSummary, TestResult, TestStatus};
+use crate::events::{FailedAttempt, RunEvent, RunSummary, TestResult, TestStatus};
 use crate::libtest::{KillReason, OutputEvent};
 use crate::plan::Plan;
 
@@ -83,6 +83,8 @@ pub(super) struct Runner<'a> {
     pub(super) emfile: EmfileAdapter,
     /// A binary ended since the width was last decided.
     pub(super) width_check_due: bool,
+    /// Failed attempts of tests being retried, by binary and name.
+    pub(super) attempts: HashMap<(String, String), Vec<FailedAttempt>>,
     /// Peak RSS per binary (the highest of its processes), in the order they first finished.
     pub(super) peaks: Vec<(String, u64)>,
 }
@@ -93,11 +95,87 @@ impl Runner<'_> {
     }
 
     pub(super) fn finish_test(&mut self, result: TestResult) {
-        if result.status.is_failure() {
+        let Some(result) = self.retry_or_settle(result) else {
+            return;
+        };
+        let flaky_fails =
+            self.plan.flaky_fails && matches!(result.status, TestStatus::Flaky { .. });
+        if result.status.is_failure() || flaky_fails {
             self.failed = true;
         }
         self.emit(RunEvent::TestFinished(result.clone()));
         self.results.push(result);
+    }
+
+    /// Under `--retries`: holds a failed result back and runs its test again in a fresh
+    /// process (`None`), or settles a retried test — passed after failing is
+    /// [`TestStatus::Flaky`], failing every time keeps its last failure with a note.
+    fn retry_or_settle(&mut self, mut result: TestResult) -> Option<TestResult> {
+        if self.plan.retries == 0 || result.name.starts_with('(') {
+            return Some(result);
+        }
+        let key = (result.binary.to_string(), result.name.clone());
+        let failed_before = self.attempts.get(&key).map_or(0, Vec::len);
+        let retry = result.status.is_failure()
+            && !matches!(result.status, TestStatus::NotRun { .. })
+            && failed_before < self.plan.retries as usize
+            && !self.stopping();
+        if retry && self.queue_retry(&result) {
+            self.emit(RunEvent::Notice {
+                message: format!(
+                    "{} {} {}; running it again ({} of {})",
+                    result.binary,
+                    result.name,
+                    result.status.keyword(),
+                    failed_before + 1,
+                    self.plan.retries
+                ),
+            });
+            self.attempts.entry(key).or_default().push(FailedAttempt {
+                status: Box::new(result.status),
+                duration: result.duration,
+                output: result.output,
+            });
+            return None;
+        }
+        let Some(failed) = self.attempts.remove(&key) else {
+            return Some(result);
+        };
+        if result.status == TestStatus::Passed {
+            result.status = TestStatus::Flaky { failed };
+        } else {
+            let note = format!("(failed on each of its {} attempts)", failed.len() + 1);
+            if !result.output.is_empty() {
+                result.output.push_str("\n\n");
+            }
+            result.output.push_str(&note);
+        }
+        Some(result)
+    }
+
+    /// Queues a unit that runs `result`'s test alone; false when its binary's listing does
+    /// not know it.
+    fn queue_retry(&mut self, result: &TestResult) -> bool {
+        let Some(unit) = self.units.iter().find(|u| {
+            u.binary.id == result.binary && u.listing.tests.iter().any(|t| t.name == result.name)
+        }) else {
+            return false;
+        };
+        let names = vec![result.name.clone()];
+        let again = Unit::new(
+            unit.binary.clone(),
+            super::work::subset(&unit.listing, &names),
+            None,
+            unit.claimed.clone(),
+            self.run_dir
+                .events_file(self.units.len(), &unit.binary.id.target),
+            Some(names),
+            &self.plan.test_args,
+        );
+        let index = self.units.len();
+        self.units.push(again);
+        self.order.insert(0, index);
+        true
     }
 
     /// Binaries that could not even list their tests fail the run, with the reason.
@@ -284,7 +362,8 @@ impl Runner<'_> {
                         self.finish_test(result);
                     }
                 }
-                OutputEvent::Failing { .. } => self.failing_seen = true,
+                // With retries a failure may still pass: `--fail-fast` waits for the end.
+                OutputEvent::Failing { .. } => self.failing_seen |= self.plan.retries == 0,
                 OutputEvent::Line { test, stderr, text } => self.emit(RunEvent::TestOutput {
                     binary: binary.clone(),
                     test,

@@ -61,6 +61,14 @@ pub(super) fn units_of(
             }
             _ => vec![(listing, None)],
         };
+        let selections = if list_error.is_none() {
+            selections
+                .into_iter()
+                .flat_map(|(listing, selection)| isolate(plan, &claimed, listing, selection))
+                .collect()
+        } else {
+            selections
+        };
         for (listing, selection) in selections {
             let index = units.len();
             units.push(Unit::new(
@@ -75,6 +83,50 @@ pub(super) fn units_of(
         }
     }
     (units, partitioned)
+}
+
+/// Under isolation, one unit per test that runs alone ([`Plan::isolates`]), each selecting
+/// just that test, and one for the rest of the binary's tests (run by name, in chunks).
+/// Tests that will not execute (ignored, unless the run asks for them) stay with the rest,
+/// so no process is started only to report them.
+fn isolate(
+    plan: &Plan,
+    claimed: &[String],
+    listing: Listing,
+    selection: Option<Vec<String>>,
+) -> Vec<(Listing, Option<Vec<String>>)> {
+    let runs_ignored = binary_schedule::runs_ignored(&plan.test_args);
+    let alone: Vec<String> = listing
+        .tests
+        .iter()
+        .filter(|test| (runs_ignored || !test.ignored) && plan.isolates(test, claimed))
+        .map(|test| test.name.clone())
+        .collect();
+    if alone.is_empty() {
+        return vec![(listing, selection)];
+    }
+    let mut units: Vec<(Listing, Option<Vec<String>>)> = alone
+        .iter()
+        .map(|name| {
+            (
+                subset(&listing, std::slice::from_ref(name)),
+                Some(vec![name.clone()]),
+            )
+        })
+        .collect();
+    let alone_set: HashSet<&str> = alone.iter().map(String::as_str).collect();
+    let rest: Vec<String> = listing
+        .tests
+        .iter()
+        .map(|test| test.name.clone())
+        .filter(|name| !alone_set.contains(name.as_str()))
+        .collect();
+    if !rest.is_empty() {
+        for chunk in binary_schedule::chunk_names(rest, binary_schedule::SELECTION_CHUNK_BYTES) {
+            units.push((subset(&listing, &chunk), Some(chunk)));
+        }
+    }
+    units
 }
 
 /// The tests of `listing` in `partition`, and how many were left out.
