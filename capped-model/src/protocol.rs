@@ -111,9 +111,8 @@ pub fn parse_groups(text: &str) -> Result<BTreeMap<String, GroupLimit>, String> 
             Some((max, scope)) => (max, scope.parse::<Scope>()?),
             None => (rest, Scope::Host),
         };
-        let max: u32 = max.parse().ok().filter(|max| *max > 0).ok_or_else(|| {
-            format!("`{entry}`: `{max}` is not a count of at least 1; expected {GROUPS_FORM}")
-        })?;
+        let max = units::parse_count(max)
+            .map_err(|message| format!("`{entry}`: max {message} (the form: {GROUPS_FORM})"))?;
         if groups
             .insert(name.to_string(), GroupLimit { max, scope })
             .is_some()
@@ -277,6 +276,9 @@ mod tests {
             "gpu=1@planet",
             "gpu=1,gpu=2",
             "a/b=1",
+            "gpu=4097",
+            "gpu=4294967295",
+            "gpu=-1",
         ] {
             let message = parse_groups(bad).unwrap_err();
             assert!(!message.is_empty(), "{bad}");

@@ -46,6 +46,65 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest count accepted anywhere a count is read: the width (`--test-threads`,
+/// `test-threads`, `CAPPED_TEST_THREADS`, `RUST_TEST_THREADS`, libtest's `--test-threads`),
+/// a group's `max` (config, `CAPPED_GROUPS`, `gate --max`) and the rayon, BLAS and async
+/// thread counts.
+///
+/// Counts size the slot tables of every process that takes slots, so they are bounded: far
+/// above any machine's useful width, far below what could exhaust memory.
+pub const MAX_COUNT: u32 = 4096;
+
+/// What a count looks like, for error messages.
+pub const COUNT_FORM: &str = "a whole number from 1 to 4096";
+
+/// Checks that `n` is a count in `1..=`[`MAX_COUNT`].
+pub fn check_count(n: i128) -> Result<u32, String> {
+    if (1..=i128::from(MAX_COUNT)).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(format!("{n} is out of range; expected {COUNT_FORM}"))
+    }
+}
+
+/// Parses a count in `1..=`[`MAX_COUNT`] (surrounding blanks allowed), as every command-line
+/// flag, environment variable and config key that takes one does.
+pub fn parse_count(text: &str) -> Result<u32, String> {
+    let trimmed = text.trim();
+    let all_digits = !trimmed.is_empty()
+        && trimmed
+            .strip_prefix(['-', '+'])
+            .unwrap_or(trimmed)
+            .chars()
+            .all(|c| c.is_ascii_digit());
+    if !all_digits || trimmed.strip_prefix(['-', '+']).is_some_and(str::is_empty) {
+        return Err(format!(
+            "`{}` is not a whole number; expected {COUNT_FORM}",
+            abbreviate(&text.escape_debug().to_string())
+        ));
+    }
+    match trimmed.parse::<i128>() {
+        Ok(n) => check_count(n)
+            .map_err(|_| format!("`{trimmed}` is out of range; expected {COUNT_FORM}")),
+        // More digits than an i128 holds: out of range all the same.
+        Err(_) => Err(format!(
+            "`{}` is out of range; expected {COUNT_FORM}",
+            abbreviate(trimmed)
+        )),
+    }
+}
+
+/// `text`, cut to a length that fits one line of an error message.
+fn abbreviate(text: &str) -> String {
+    const KEEP: usize = 40;
+    if text.chars().count() <= KEEP {
+        text.to_string()
+    } else {
+        let head: String = text.chars().take(KEEP).collect();
+        format!("{head}…")
+    }
+}
+
 /// What a size looks like, for error messages.
 pub const SIZE_FORM: &str = "a number of bytes with an optional unit: 512, 300M, 300MiB, 2GiB, 1.5G (K/M/G/T are powers of 1024; KB/MB/GB/TB powers of 1000)";
 
@@ -201,6 +260,31 @@ mod tests {
         assert!(check_group_name("../etc").is_err());
         assert!(check_group_name("a/b").is_err());
         assert!(check_group_name("gpu ").is_err());
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("1"), Ok(1));
+        assert_eq!(parse_count(" 4096 "), Ok(4096));
+        assert_eq!(parse_count("+3"), Ok(3));
+        for bad in [
+            "0",
+            "4097",
+            "4294967295",
+            "-1",
+            "99999999999999999999999999999999999999999999",
+            "",
+            "-",
+            "two",
+            "1.5",
+            "1e3",
+        ] {
+            let message = parse_count(bad).unwrap_err();
+            assert!(message.contains(COUNT_FORM), "{bad}: {message}");
+            assert!(!message.contains('\n'), "{bad}: {message}");
+        }
+        assert_eq!(check_count(4096), Ok(4096));
+        assert!(check_count(i128::from(u32::MAX)).is_err());
     }
 
     #[test]

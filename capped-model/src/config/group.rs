@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, positive};
+use super::{ConfigError, count};
 use crate::resource::Scope;
 
 /// A group as configured.
@@ -42,7 +42,7 @@ impl GroupConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct GroupDoc {
-    max: Option<Spanned<u32>>,
+    max: Option<Spanned<i64>>,
     scope: Option<Scope>,
     #[serde(default)]
     binaries: Vec<Spanned<String>>,
@@ -67,7 +67,7 @@ impl GroupDoc {
             binaries.push(pattern.into_inner());
         }
         Ok(GroupConfig {
-            max: positive(path, text, self.max, "max")?.unwrap_or(1),
+            max: count(path, text, self.max, "max")?.unwrap_or(1),
             scope: self.scope.unwrap_or(Scope::Host),
             binaries,
         })
