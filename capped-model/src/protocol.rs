@@ -103,16 +103,17 @@ pub fn parse_groups(text: &str) -> Result<BTreeMap<String, GroupLimit>, String> 
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
     {
+        let shown = units::shown(entry);
         let (name, rest) = entry
             .split_once('=')
-            .ok_or_else(|| format!("`{entry}` has no `=`; expected {GROUPS_FORM}"))?;
+            .ok_or_else(|| format!("`{shown}` has no `=`; expected {GROUPS_FORM}"))?;
         units::check_group_name(name)?;
         let (max, scope) = match rest.split_once('@') {
             Some((max, scope)) => (max, scope.parse::<Scope>()?),
             None => (rest, Scope::Host),
         };
         let max = units::parse_count(max)
-            .map_err(|message| format!("`{entry}`: max {message} (the form: {GROUPS_FORM})"))?;
+            .map_err(|message| format!("`{shown}`: max {message} (the form: {GROUPS_FORM})"))?;
         if groups
             .insert(name.to_string(), GroupLimit { max, scope })
             .is_some()

@@ -87,7 +87,8 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
         .find(|c| matches!(c, '[' | ']' | '{' | '}' | '/' | '\\'))
     {
         return Err(format!(
-            "glob `{pattern}` uses `{bad}`, which is not supported; expected {PATTERN_FORM}"
+            "glob `{}` uses `{bad}`, which is not supported; expected {PATTERN_FORM}",
+            crate::units::shown(pattern)
         ));
     }
     Ok(())

@@ -185,7 +185,7 @@ fn check_profile_name(
             Some(name.span()),
             format!(
                 "profile name `{}` may only contain letters, digits, `-` and `_`",
-                name.get_ref()
+                units::shown(name.get_ref())
             ),
         ))
     }

@@ -127,7 +127,7 @@ fn check_env_entry(
             format!(
                 "`env`: variable name `{}` contains `=`, which no environment variable name can; \
                  write the name before `=` and the value as the string",
-                key.escape_debug()
+                crate::units::shown(key)
             ),
         );
     }
@@ -136,7 +136,7 @@ fn check_env_entry(
             name.span(),
             format!(
                 "`env`: variable name `{}` contains a NUL character, which no environment can carry",
-                key.escape_debug()
+                crate::units::shown(key)
             ),
         );
     }
@@ -144,7 +144,8 @@ fn check_env_entry(
         return at(
             value.span(),
             format!(
-                "`env`: the value of `{key}` contains a NUL character, which no environment can carry"
+                "`env`: the value of `{}` contains a NUL character, which no environment can carry",
+                crate::units::shown(key)
             ),
         );
     }
