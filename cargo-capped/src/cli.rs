@@ -30,8 +30,9 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
         `cargo capped preflight` checks the host (load, memory, processes, open files, disk) and \
         `cargo capped gate --group NAME -- CMD` runs a command while holding a host-wide slot.\n\n\
         Exit status of t1/t2/run/list: 0 all passed; 100 a test failed, timed out, was killed for \
-        memory or was not run; 101 the build failed; 2 bad usage or config; 130 interrupted; 1 the \
-        runner itself failed. `preflight` and `gate` document their own (see their --help).",
+        memory or was not run; 101 the build failed; 2 bad usage or config; 4 no test ran \
+        (--no-tests=fail, the default); 130 interrupted; 1 the runner itself failed (including a \
+        --junit or JSON report it could not write). `preflight` and `gate` document their own (see their --help).",
     after_help = "Config: .config/capped.toml at the workspace root (profiles, [profile.NAME.env], [groups.NAME], [preflight]).",
     arg_required_else_help = true,
     propagate_version = true

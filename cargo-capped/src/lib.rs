@@ -33,7 +33,7 @@ use events::RunEvent;
 use plan::{Plan, PlanInput};
 
 /// Runs `cargo capped` with the process's arguments (`args[0]` is the program) and returns
-/// its exit status: 0 all passed, 100 a test failed, 101 the build failed, 2 bad usage.
+/// its exit status: 0 all passed, 100 a test failed, 101 the build failed, 2 bad usage, 4 no test ran, 1 the runner failed.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let args = cli::normalize_args(args);
     let cli = match Cli::try_parse_from(args) {
