@@ -70,19 +70,14 @@ fn env_error(var: &str, value: &str, expected: impl Into<String>) -> Error {
     }
 }
 
-/// Reads an optional count ≥ 1 from `var`.
+/// Reads an optional count in `1..=`[`units::MAX_COUNT`] from `var`.
 fn count(get: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<Option<u32>, Error> {
     match get(var) {
         None => Ok(None),
         Some(value) if value.trim().is_empty() => Ok(None),
-        Some(value) => match value.trim().parse::<u32>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(env_error(
-                var,
-                &value,
-                "a whole number of at least 1, e.g. 2",
-            )),
-        },
+        Some(value) => units::parse_count(&value)
+            .map(Some)
+            .map_err(|_| env_error(var, &value, units::COUNT_FORM)),
     }
 }
 
@@ -109,6 +104,24 @@ fn parsed<T>(
         Some(value) => parse(&value)
             .map(Some)
             .map_err(|message| env_error(var, &value, message)),
+    }
+}
+
+/// libtest's `--test-threads N` in `args`, bounded like every other count. A value libtest
+/// itself rejects (not a number, 0) is left to libtest, which says so; a number past
+/// [`units::MAX_COUNT`] libtest would take, so it is refused here.
+fn libtest_test_threads(args: &[String]) -> Result<Option<u32>, Error> {
+    let Some(value) = crate::libtest_args::value(args, &crate::libtest_args::TEST_THREADS) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u128>() {
+        Ok(0) | Err(_) => Ok(None),
+        Ok(_) => units::parse_count(value)
+            .map(Some)
+            .map_err(|message| Error::Arg {
+                arg: crate::libtest_args::TEST_THREADS.name().to_string(),
+                message,
+            }),
     }
 }
 
@@ -191,7 +204,7 @@ impl CapsOverrides {
             Some(n) => Some(n),
             None => {
                 let rust_test_threads = count(get, "RUST_TEST_THREADS")?;
-                crate::libtest_args::test_threads(args).or(rust_test_threads)
+                libtest_test_threads(args)?.or(rust_test_threads)
             }
         };
         let rayon_threads = count(get, env::RAYON_THREADS)?.or(count(get, "RAYON_NUM_THREADS")?);
@@ -233,12 +246,15 @@ impl CapsOverrides {
             events: path(env::EVENTS),
             width_held: match get(env::WIDTH_HELD) {
                 None => None,
-                Some(value) => Some(
-                    value
-                        .trim()
-                        .parse()
-                        .map_err(|_| env_error(env::WIDTH_HELD, &value, "a whole number"))?,
-                ),
+                // 0 means "none held"; anything else sizes a slot table like a width.
+                Some(value) if value.trim() == "0" => Some(0),
+                Some(value) => Some(units::parse_count(&value).map_err(|_| {
+                    env_error(
+                        env::WIDTH_HELD,
+                        &value,
+                        "0 or a whole number from 1 to 4096",
+                    )
+                })?),
             },
         })
     }
@@ -261,7 +277,9 @@ impl Caps {
             .deterministic
             .or(profile.deterministic)
             .unwrap_or(false);
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        // Bounded like a given width: a machine with more CPUs still runs at most that wide.
+        let available = std::thread::available_parallelism()
+            .map_or(1, |n| n.get().min(units::MAX_COUNT as usize) as u32);
         let test_threads = overrides
             .test_threads
             .or(profile.test_threads)
@@ -718,7 +736,12 @@ mod tests {
     fn malformed_values_name_the_variable_and_the_form() {
         for (var, value, expected) in [
             ("CAPPED_TEST_THREADS", "two", "whole number"),
-            ("CAPPED_TEST_THREADS", "0", "at least 1"),
+            ("CAPPED_TEST_THREADS", "0", "from 1 to 4096"),
+            ("CAPPED_TEST_THREADS", "4294967295", "from 1 to 4096"),
+            ("RUST_TEST_THREADS", "4097", "from 1 to 4096"),
+            ("CAPPED_BLAS_THREADS", "-3", "from 1 to 4096"),
+            ("CAPPED_GROUPS", "gpu=4294967295", "from 1 to 4096"),
+            ("CAPPED_WIDTH_HELD", "4294967295", "4096"),
             ("CAPPED_GROUPS", "gpu=x", "name=max"),
             ("CAPPED_SEED", "-1", "whole number"),
             ("CAPPED_DETERMINISTIC", "maybe", "0 or 1"),
@@ -733,6 +756,20 @@ mod tests {
             assert!(message.contains(value), "{message}");
             assert!(message.contains(expected), "{var}: {message}");
         }
+        // libtest's own `--test-threads`, as a test binary reads it from its arguments.
+        let message = caps_from(&[], &["--test-threads", "4294967295"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("--test-threads") && message.contains("from 1 to 4096"),
+            "{message}"
+        );
+        assert_eq!(
+            caps_from(&[], &["--test-threads=4096"], None)
+                .unwrap()
+                .test_threads(),
+            4096
+        );
     }
 
     #[test]

@@ -20,6 +20,13 @@ pub enum Error {
         /// What is accepted.
         expected: String,
     },
+    /// A command-line argument the library reads (libtest's `--test-threads`) is out of range.
+    Arg {
+        /// The argument (`--test-threads`).
+        arg: String,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
     /// The config file is malformed.
     Config(ConfigError),
     /// A lock dir is unusable (a symlink, another user's, not creatable).
@@ -59,6 +66,7 @@ impl fmt::Display for Error {
                     "environment variable {var}={value:?} is malformed: expected {expected}"
                 )
             }
+            Error::Arg { arg, message } => write!(f, "argument {arg}: {message}"),
             Error::Config(e) => write!(f, "{e}"),
             Error::LockDir { path, message } => {
                 write!(f, "lock dir {} is unusable: {message}", path.display())

@@ -124,17 +124,17 @@ pub fn parse_groups(text: &str) -> Result<BTreeMap<String, GroupLimit>, String> 
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
     {
+        let shown = units::shown(entry);
         let (name, rest) = entry
             .split_once('=')
-            .ok_or_else(|| format!("`{entry}` has no `=`; expected {GROUPS_FORM}"))?;
+            .ok_or_else(|| format!("`{shown}` has no `=`; expected {GROUPS_FORM}"))?;
         units::check_group_name(name)?;
         let (max, scope) = match rest.split_once('@') {
             Some((max, scope)) => (max, scope.parse::<Scope>()?),
             None => (rest, Scope::Host),
         };
-        let max: u32 = max.parse().ok().filter(|max| *max > 0).ok_or_else(|| {
-            format!("`{entry}`: `{max}` is not a count of at least 1; expected {GROUPS_FORM}")
-        })?;
+        let max = units::parse_count(max)
+            .map_err(|message| format!("`{shown}`: max {message} (the form: {GROUPS_FORM})"))?;
         if groups
             .insert(name.to_string(), GroupLimit { max, scope })
             .is_some()
@@ -336,6 +336,9 @@ mod tests {
             "gpu=1@planet",
             "gpu=1,gpu=2",
             "a/b=1",
+            "gpu=4097",
+            "gpu=4294967295",
+            "gpu=-1",
         ] {
             let message = parse_groups(bad).unwrap_err();
             assert!(!message.is_empty(), "{bad}");

@@ -19,6 +19,7 @@ pub const GROUP_NAME_FORM: &str = "[a-z0-9][a-z0-9_-]{0,63}";
 /// an upper-case letter that would make two spellings of one group) is refused.
 pub fn check_group_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
+    let shown_name = shown(name);
     let Some(first) = chars.next() else {
         return Err(format!(
             "a group name cannot be empty; it must match {GROUP_NAME_FORM}"
@@ -26,24 +27,85 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
     };
     if name.len() > GROUP_NAME_MAX_LEN {
         return Err(format!(
-            "group name `{name}` is {} characters long; at most {GROUP_NAME_MAX_LEN} are allowed ({GROUP_NAME_FORM})",
+            "group name `{shown_name}` is {} characters long; at most {GROUP_NAME_MAX_LEN} are allowed ({GROUP_NAME_FORM})",
             name.len()
         ));
     }
     if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
         return Err(format!(
-            "group name `{name}` must start with a lower-case letter or a digit ({GROUP_NAME_FORM})"
+            "group name `{shown_name}` must start with a lower-case letter or a digit ({GROUP_NAME_FORM})"
         ));
     }
     if let Some(bad) =
         chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
     {
         return Err(format!(
-            "group name `{name}` contains `{}`; only a-z, 0-9, `_` and `-` are allowed ({GROUP_NAME_FORM})",
+            "group name `{shown_name}` contains `{}`; only a-z, 0-9, `_` and `-` are allowed ({GROUP_NAME_FORM})",
             bad.escape_default()
         ));
     }
     Ok(())
+}
+
+/// The largest count accepted anywhere a count is read: the width (`--test-threads`,
+/// `test-threads`, `CAPPED_TEST_THREADS`, `RUST_TEST_THREADS`, libtest's `--test-threads`),
+/// a group's `max` (config, `CAPPED_GROUPS`, `gate --max`) and the rayon, BLAS and async
+/// thread counts.
+///
+/// Counts size the slot tables of every process that takes slots, so they are bounded: far
+/// above any machine's useful width, far below what could exhaust memory.
+pub const MAX_COUNT: u32 = 4096;
+
+/// What a count looks like, for error messages.
+pub const COUNT_FORM: &str = "a whole number from 1 to 4096";
+
+/// Checks that `n` is a count in `1..=`[`MAX_COUNT`].
+pub fn check_count(n: i128) -> Result<u32, String> {
+    if (1..=i128::from(MAX_COUNT)).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(format!("{n} is out of range; expected {COUNT_FORM}"))
+    }
+}
+
+/// Parses a count in `1..=`[`MAX_COUNT`] (surrounding blanks allowed), as every command-line
+/// flag, environment variable and config key that takes one does.
+pub fn parse_count(text: &str) -> Result<u32, String> {
+    let trimmed = text.trim();
+    let all_digits = !trimmed.is_empty()
+        && trimmed
+            .strip_prefix(['-', '+'])
+            .unwrap_or(trimmed)
+            .chars()
+            .all(|c| c.is_ascii_digit());
+    if !all_digits || trimmed.strip_prefix(['-', '+']).is_some_and(str::is_empty) {
+        return Err(format!(
+            "`{}` is not a whole number; expected {COUNT_FORM}",
+            shown(text)
+        ));
+    }
+    match trimmed.parse::<i128>() {
+        Ok(n) => check_count(n)
+            .map_err(|_| format!("`{trimmed}` is out of range; expected {COUNT_FORM}")),
+        // More digits than an i128 holds: out of range all the same.
+        Err(_) => Err(format!(
+            "`{}` is out of range; expected {COUNT_FORM}",
+            shown(trimmed)
+        )),
+    }
+}
+
+/// `text` as an error message shows what a user gave: control characters escaped (a
+/// newline or NUL must not break the one line of a message) and cut to a readable length.
+pub fn shown(text: &str) -> String {
+    const KEEP: usize = 40;
+    let escaped = text.escape_debug().to_string();
+    if escaped.chars().count() <= KEEP {
+        escaped
+    } else {
+        let head: String = escaped.chars().take(KEEP).collect();
+        format!("{head}…")
+    }
 }
 
 /// What a size looks like, for error messages.
@@ -55,6 +117,7 @@ pub const SIZE_FORM: &str = "a number of bytes with an optional unit: 512, 300M,
 /// unit is bytes. Units are case-insensitive. Zero is accepted (callers decide whether it
 /// makes sense).
 pub fn parse_size(text: &str) -> Result<u64, String> {
+    let shown_text = shown(text);
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
@@ -63,7 +126,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let number = number.replace('_', "");
     let unit = unit.trim();
     if number.is_empty() {
-        return Err(format!("`{text}` is not a size; expected {SIZE_FORM}"));
+        return Err(format!(
+            "`{shown_text}` is not a size; expected {SIZE_FORM}"
+        ));
     }
     let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -77,21 +142,22 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "tb" => 1_000_000_000_000,
         _ => {
             return Err(format!(
-                "`{text}` has an unknown unit `{unit}`; expected {SIZE_FORM}"
+                "`{shown_text}` has an unknown unit `{}`; expected {SIZE_FORM}",
+                shown(unit)
             ));
         }
     };
     if let Ok(whole) = number.parse::<u64>() {
         return whole
             .checked_mul(multiplier)
-            .ok_or_else(|| format!("`{text}` is too large a size"));
+            .ok_or_else(|| format!("`{shown_text}` is too large a size"));
     }
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a size; expected {SIZE_FORM}"))?;
+        .map_err(|_| format!("`{shown_text}` is not a size; expected {SIZE_FORM}"))?;
     let bytes = value * multiplier as f64;
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("`{text}` is too large a size"));
+        return Err(format!("`{shown_text}` is too large a size"));
     }
     Ok(bytes.round() as u64)
 }
@@ -120,6 +186,7 @@ pub const DURATION_FORM: &str =
 ///
 /// A bare number is seconds, as in nextest's and libtest's settings.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let shown_text = shown(text);
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(format!(
@@ -143,7 +210,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let (unit, after) = after.split_at(unit_end);
         let value: f64 = number
             .parse()
-            .map_err(|_| format!("`{text}` is not a duration; expected {DURATION_FORM}"))?;
+            .map_err(|_| format!("`{shown_text}` is not a duration; expected {DURATION_FORM}"))?;
         let scale = match unit {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -153,7 +220,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" | "hr" | "hrs" => 3600.0,
             _ => {
                 return Err(format!(
-                    "`{text}` has an unknown unit `{unit}`; expected {DURATION_FORM}"
+                    "`{shown_text}` has an unknown unit `{}`; expected {DURATION_FORM}",
+                    shown(unit)
                 ));
             }
         };
@@ -166,7 +234,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 fn seconds_to_duration(seconds: f64, text: &str) -> Result<Duration, String> {
     if !(0.0..=1e12).contains(&seconds) {
         return Err(format!(
-            "`{text}` is not a usable duration; expected {DURATION_FORM}"
+            "`{}` is not a usable duration; expected {DURATION_FORM}",
+            shown(text)
         ));
     }
     Ok(Duration::from_secs_f64(seconds))
@@ -201,6 +270,31 @@ mod tests {
         assert!(check_group_name("../etc").is_err());
         assert!(check_group_name("a/b").is_err());
         assert!(check_group_name("gpu ").is_err());
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("1"), Ok(1));
+        assert_eq!(parse_count(" 4096 "), Ok(4096));
+        assert_eq!(parse_count("+3"), Ok(3));
+        for bad in [
+            "0",
+            "4097",
+            "4294967295",
+            "-1",
+            "99999999999999999999999999999999999999999999",
+            "",
+            "-",
+            "two",
+            "1.5",
+            "1e3",
+        ] {
+            let message = parse_count(bad).unwrap_err();
+            assert!(message.contains(COUNT_FORM), "{bad}: {message}");
+            assert!(!message.contains('\n'), "{bad}: {message}");
+        }
+        assert_eq!(check_count(4096), Ok(4096));
+        assert!(check_count(i128::from(u32::MAX)).is_err());
     }
 
     #[test]

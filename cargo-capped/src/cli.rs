@@ -30,8 +30,9 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
         `cargo capped preflight` checks the host (load, memory, processes, open files, disk) and \
         `cargo capped gate --group NAME -- CMD` runs a command while holding a host-wide slot.\n\n\
         Exit status of t1/t2/run/list: 0 all passed; 100 a test failed, timed out, was killed for \
-        memory or was not run; 101 the build failed; 2 bad usage or config; 130 interrupted; 1 the \
-        runner itself failed. `preflight` and `gate` document their own (see their --help).",
+        memory or was not run; 101 the build failed; 2 bad usage or config; 4 no test ran \
+        (--no-tests=fail, the default); 130 interrupted; 1 the runner itself failed (including a \
+        --junit or JSON report it could not write). `preflight` and `gate` document their own (see their --help).",
     after_help = "Config: .config/capped.toml at the workspace root (profiles, [profile.NAME.env], [groups.NAME], [preflight]).",
     arg_required_else_help = true,
     propagate_version = true
@@ -221,7 +222,7 @@ pub struct CargoArgs {
     #[arg(long, value_name = "NAME", help_heading = "Compilation options")]
     pub cargo_profile: Option<String>,
     /// Parallel build jobs (cargo's -j; the test width is --test-threads).
-    #[arg(short, long, value_name = "N", help_heading = "Compilation options")]
+    #[arg(short, long, value_name = "N", value_parser = parse_jobs, allow_negative_numbers = true, help_heading = "Compilation options")]
     pub jobs: Option<String>,
     /// Build for the target triple.
     #[arg(long, value_name = "TRIPLE", help_heading = "Compilation options")]
@@ -326,10 +327,10 @@ impl CargoArgs {
 pub struct RunOptions {
     /// The run's width: how many tests execute at once across all binaries (overrides the
     /// profile's `test-threads`).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Run options")]
+    #[arg(long, value_name = "N", value_parser = capped_model::units::parse_count, help_heading = "Run options")]
     pub test_threads: Option<u32>,
     /// The global rayon pool's size in each test process (overrides `rayon-threads`).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Run options")]
+    #[arg(long, value_name = "N", value_parser = capped_model::units::parse_count, help_heading = "Run options")]
     pub rayon_threads: Option<u32>,
     /// One thread everywhere, seed 42 unless --seed, binaries and tests in a stable order.
     #[arg(long, conflicts_with_all = ["test_threads", "rayon_threads"], help_heading = "Run options")]
@@ -382,6 +383,24 @@ pub struct RunOptions {
     /// here).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=capped_model::config::MAX_RETRIES as i64), help_heading = "Run options")]
     pub retries: Option<u32>,
+    /// What a run that runs no test ends with (a filter or partition that selects nothing,
+    /// only ignored tests): `fail` (exit 4, the default, as nextest), `warn` (a notice, exit
+    /// 0) or `pass` (exit 0 silently, as `cargo test`).
+    #[arg(long, value_enum, default_value_t = NoTests::Fail, value_name = "WHAT", help_heading = "Run options")]
+    pub no_tests: NoTests,
+}
+
+/// `--no-tests`: what a run that runs no test ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum NoTests {
+    /// Exit 0 silently.
+    Pass,
+    /// Say so in a notice, exit 0.
+    Warn,
+    /// Say so and exit 4: a selection that matches nothing is most often a mistyped filter,
+    /// and a green CI job that ran nothing hides it.
+    #[default]
+    Fail,
 }
 
 /// What the run prints.
@@ -451,6 +470,23 @@ fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Checks cargo's `-j N` here, so a bad value is a usage error (exit 2) rather than a build
+/// failure: cargo takes a non-zero whole number (negative: that many fewer than the CPUs)
+/// or `default`.
+fn parse_jobs(text: &str) -> Result<String, String> {
+    if text == "default" {
+        return Ok(text.to_string());
+    }
+    match text.parse::<i32>() {
+        Ok(0) => Err("`0` jobs cannot build anything; expected a non-zero whole number (negative: that many fewer than the CPUs) or `default`".to_string()),
+        Ok(_) => Ok(text.to_string()),
+        Err(_) => Err(format!(
+            "`{}` is not a number of jobs; expected a non-zero whole number (negative: that many fewer than the CPUs) or `default`",
+            text.escape_debug()
+        )),
+    }
+}
+
 /// Drops the `capped` that cargo inserts (`cargo capped t2` runs `cargo-capped capped t2`).
 pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut args: Vec<OsString> = args.into_iter().collect();
@@ -462,7 +498,11 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
 
 /// libtest flags that `cargo capped` sets itself or that would break parsing the binaries'
 /// output, with what to do instead.
-const UNSUPPORTED_TEST_FLAGS: [(&libtest_args::Flag, &str); 9] = [
+const UNSUPPORTED_TEST_FLAGS: [(&libtest_args::Flag, &str); 10] = [
+    (
+        &libtest_args::HELP,
+        "it prints libtest's help instead of running tests; for cargo capped's, put --help before `--`",
+    ),
     (
         &libtest_args::TEST_THREADS,
         "the width is cargo capped's own: put `--test-threads N` before `--`",
@@ -499,17 +539,54 @@ const UNSUPPORTED_TEST_FLAGS: [(&libtest_args::Flag, &str); 9] = [
 ];
 
 /// Refuses libtest arguments that `cargo capped` sets itself or that would break parsing
-/// the binaries' output, saying what to do instead.
+/// the binaries' output, saying what to do instead; and arguments libtest itself rejects
+/// (an unknown option, a missing or unexpected value, a repeated option), which would
+/// otherwise fail every binary's listing.
 pub fn check_test_args(args: &[String]) -> Result<(), String> {
+    let mut seen: Vec<&libtest_args::Flag> = Vec::new();
     for item in libtest_args::parse(args) {
-        let Kind::Flag { flag, .. } = item.kind else {
-            continue;
+        let arg = item.raw[0].as_str();
+        let shown = arg.escape_debug();
+        let (flag, value) = match item.kind {
+            Kind::Flag { flag, value } => (flag, value),
+            Kind::Unknown => {
+                return Err(format!(
+                    "`{shown}` after `--` is not an option of libtest; see a test binary's --help \
+                     (a filter that starts with `-` goes after a second `--`)"
+                ));
+            }
+            Kind::EndOfFlags | Kind::Filter(_) => continue,
         };
         if let Some((_, hint)) = UNSUPPORTED_TEST_FLAGS.iter().find(|(f, _)| *f == flag) {
-            let arg = &item.raw[0];
-            return Err(format!("`{arg}` after `--` is not supported: {hint}"));
+            return Err(format!("`{shown}` after `--` is not supported: {hint}"));
+        }
+        match (flag.value, value) {
+            (Some(form), None) => {
+                return Err(format!(
+                    "`{shown}` after `--` needs a value: `{} {form}`",
+                    flag.name()
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "`{shown}` after `--`: `{}` does not take a value",
+                    flag.name()
+                ));
+            }
+            _ => {}
+        }
+        // libtest takes every option once, `--skip` as often as wanted.
+        if flag != &libtest_args::SKIP {
+            if seen.contains(&flag) {
+                return Err(format!(
+                    "`{}` is given more than once after `--`; libtest takes it once",
+                    flag.name()
+                ));
+            }
+            seen.push(flag);
         }
     }
+    libtest_args::run_ignored(args).map_err(|message| format!("after `--`: {message}"))?;
     Ok(())
 }
 
@@ -720,6 +797,60 @@ mod tests {
         assert!(message.contains("before `--`"), "{message}");
         assert!(check_test_args(&["-q".into()]).is_err());
         assert!(check_test_args(&["--format".into(), "json".into()]).is_err());
+    }
+
+    #[test]
+    fn counts_are_bounded_and_jobs_checked() {
+        for bad in [
+            &["t2", "--test-threads", "4294967295"][..],
+            &["t2", "--test-threads", "4097"],
+            &["t2", "--rayon-threads", "-1"],
+            &["t2", "-j", "abc"],
+            &["t2", "-j", "0"],
+            &["t2", "--no-tests", "maybe"],
+            &["gate", "--group", "g", "--max", "4294967295", "--", "true"],
+            &[
+                "gate",
+                "--group",
+                "g",
+                "--blas-threads",
+                "5000",
+                "--",
+                "true",
+            ],
+        ] {
+            let mut args = vec!["cargo-capped"];
+            args.extend_from_slice(bad);
+            let error = parse(&args).unwrap_err();
+            assert!(error.use_stderr(), "{bad:?}");
+        }
+        let cli = parse(&["cargo-capped", "t2", "--test-threads", "4096", "-j", "-1"]).unwrap();
+        let Command::T2(args) = cli.command else {
+            panic!("not t2")
+        };
+        assert_eq!(args.run.options.test_threads, Some(4096));
+        assert_eq!(args.run.options.no_tests, NoTests::Fail);
+        assert!(parse(&["cargo-capped", "t2", "-j", "default"]).is_ok());
+    }
+
+    #[test]
+    fn test_args_libtest_would_reject_are_usage_errors() {
+        let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        for (bad, says) in [
+            (&["--bogus"][..], "not an option of libtest"),
+            (&["-x"], "not an option of libtest"),
+            (&["--skip"], "needs a value"),
+            (&["--exact=1"], "does not take a value"),
+            (&["--exact", "--exact"], "more than once"),
+            (&["--ignored", "--include-ignored"], "mutually exclusive"),
+            (&["--help"], "--help before `--`"),
+        ] {
+            let message = check_test_args(&args(bad)).unwrap_err();
+            assert!(message.contains(says), "{bad:?}: {message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+        assert!(check_test_args(&args(&["--skip", "a", "--skip", "b", "--exact"])).is_ok());
+        assert!(check_test_args(&args(&["--", "--bogus"])).is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! | 0 | every test passed (or was ignored) |
 //! | 1 | the runner itself failed (cannot spawn, I/O error on the run dir, …) |
 //! | 2 | bad usage, bad config, bad environment |
+//! | 4 | no test ran (a selection that matches nothing) under `--no-tests=fail`, the default |
 //! | 100 | a test failed, timed out, crashed its binary or was not run because of a failure |
 //! | 101 | the build failed |
 //! | 130 | interrupted (SIGINT/SIGTERM/SIGHUP): children were stopped, a partial summary printed |
@@ -17,6 +18,9 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_INTERNAL: i32 = 1;
 /// Exit status: bad usage or config.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status: the run ran no test and `--no-tests=fail` (the default) says that fails it
+/// (nextest's number for the same case).
+pub const EXIT_NO_TESTS: i32 = 4;
 /// Exit status: a test failed (nextest uses the same number).
 pub const EXIT_TEST_FAILED: i32 = 100;
 /// Exit status: the build failed (as `cargo test`).
@@ -81,6 +85,7 @@ impl From<capped_model::Error> for Error {
         match e {
             capped_model::Error::Config(e) => Error::Config(e.to_string()),
             e @ (capped_model::Error::Env { .. }
+            | capped_model::Error::Arg { .. }
             | capped_model::Error::GroupName(_)
             | capped_model::Error::LockDir { .. }) => Error::Config(e.to_string()),
             e => Error::Internal(e.to_string()),

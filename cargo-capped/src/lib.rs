@@ -33,7 +33,7 @@ use events::RunEvent;
 use plan::{Plan, PlanInput};
 
 /// Runs `cargo capped` with the process's arguments (`args[0]` is the program) and returns
-/// its exit status: 0 all passed, 100 a test failed, 101 the build failed, 2 bad usage.
+/// its exit status: 0 all passed, 100 a test failed, 101 the build failed, 2 bad usage, 4 no test ran, 1 the runner failed.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let args = cli::normalize_args(args);
     let cli = match Cli::try_parse_from(args) {
@@ -115,11 +115,22 @@ fn run_tests(profile: &str, args: RunArgs) -> Result<i32> {
     );
     let finished = reporter.finish();
     let summary = summary?;
-    if let Err(e) = finished {
-        // A closed stdout (`| head`) must not turn a green run red, but say so.
-        eprintln!("warning: cannot write the report: {e}");
+    match finished {
+        Ok(()) => Ok(summary.exit_code),
+        Err(e) => {
+            // A report that was asked for and is incomplete (an unwritable --junit path, a
+            // closed stdout under --message-format json) fails the run: CI reading it would
+            // otherwise see a green run with missing results. A test failure's code stands.
+            if !e.shown {
+                eprintln!("error: {e}");
+            }
+            Ok(if summary.exit_code == errors::EXIT_OK {
+                errors::EXIT_INTERNAL
+            } else {
+                summary.exit_code
+            })
+        }
     }
-    Ok(summary.exit_code)
 }
 
 /// The reporter's options from the command line.

@@ -26,7 +26,7 @@ impl ConfigError {
         ConfigError {
             path: path.map(Path::to_path_buf),
             position: span.map(|span| line_column(text, span.start)),
-            message: message.into(),
+            message: one_line(message.into()),
         }
     }
 
@@ -37,6 +37,26 @@ impl ConfigError {
             position: None,
             message: message.into(),
         }
+    }
+}
+
+/// `message` with its control characters escaped: messages from the TOML parser and serde
+/// quote what the file says (an enum variant, a key), and a newline or NUL there must not
+/// break the one line of an error.
+fn one_line(message: String) -> String {
+    if message.chars().any(char::is_control) {
+        message
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_debug().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        message
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Isolation, positive};
+use super::{ConfigError, Isolation, count};
 use crate::resource::Scope;
 
 /// A group as configured.
@@ -45,7 +45,7 @@ impl GroupConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct GroupDoc {
-    max: Option<Spanned<u32>>,
+    max: Option<Spanned<i64>>,
     scope: Option<Scope>,
     #[serde(default)]
     binaries: Vec<Spanned<String>>,
@@ -71,7 +71,7 @@ impl GroupDoc {
             binaries.push(pattern.into_inner());
         }
         Ok(GroupConfig {
-            max: positive(path, text, self.max, "max")?.unwrap_or(1),
+            max: count(path, text, self.max, "max")?.unwrap_or(1),
             scope: self.scope.unwrap_or(Scope::Host),
             binaries,
             isolation: self.isolation,
@@ -92,7 +92,8 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
         .find(|c| matches!(c, '[' | ']' | '{' | '}' | '/' | '\\'))
     {
         return Err(format!(
-            "glob `{pattern}` uses `{bad}`, which is not supported; expected {PATTERN_FORM}"
+            "glob `{}` uses `{bad}`, which is not supported; expected {PATTERN_FORM}",
+            crate::units::shown(pattern)
         ));
     }
     Ok(())

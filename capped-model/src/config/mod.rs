@@ -219,7 +219,7 @@ fn check_profile_name(
             Some(name.span()),
             format!(
                 "profile name `{}` may only contain letters, digits, `-` and `_`",
-                name.get_ref()
+                units::shown(name.get_ref())
             ),
         ))
     }
@@ -247,25 +247,23 @@ pub(crate) fn parse_spanned<T>(
         .transpose()
 }
 
-/// Checks that a spanned count is at least 1.
-pub(crate) fn positive(
+/// Checks that a spanned count is in `1..=`[`units::MAX_COUNT`].
+pub(crate) fn count(
     path: Option<&Path>,
     text: &str,
-    value: Option<Spanned<u32>>,
+    value: Option<Spanned<i64>>,
     key: &str,
 ) -> Result<Option<u32>, ConfigError> {
     value
         .map(|value| {
-            if *value.get_ref() == 0 {
-                Err(ConfigError::at(
+            units::check_count(i128::from(*value.get_ref())).map_err(|message| {
+                ConfigError::at(
                     path,
                     text,
                     Some(value.span()),
-                    format!("`{key}` must be at least 1"),
-                ))
-            } else {
-                Ok(value.into_inner())
-            }
+                    format!("`{key}`: {message}"),
+                )
+            })
         })
         .transpose()
 }
@@ -438,7 +436,7 @@ mod tests {
         let message = err("[profile.t2]\nmem-limit = \"lots\"\n");
         assert!(message.contains("2GiB"), "{message}");
         let message = err("[profile.t2]\ntest-threads = 0\n");
-        assert!(message.contains("at least 1"), "{message}");
+        assert!(message.contains("from 1 to 4096"), "{message}");
         let message = err("[profile.t2]\ntest-threads = \"two\"\n");
         assert!(
             message.starts_with("ws/.config/capped.toml:2:16: "),
@@ -453,6 +451,50 @@ mod tests {
             message.starts_with("ws/.config/capped.toml:1:"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn counts_are_bounded_everywhere() {
+        for (text, position) in [
+            ("[groups.gpu]\nmax = 4294967295\n", "2:7"),
+            ("[groups.gpu]\nmax = -1\n", "2:7"),
+            ("[profile.t2]\ntest-threads = 4097\n", "2:16"),
+            ("[profile.t2]\nrayon-threads = 100000\n", "2:17"),
+            ("[profile.t2]\nblas-threads = 9223372036854775807\n", "2:16"),
+            ("[profile.t2]\nasync-threads = 0\n", "2:17"),
+        ] {
+            let message = err(text);
+            assert!(
+                message.starts_with(&format!("ws/.config/capped.toml:{position}: ")),
+                "{message}"
+            );
+            assert!(message.contains("from 1 to 4096"), "{message}");
+        }
+        let config = Config::parse(None, "[groups.gpu]\nmax = 4096\n").unwrap();
+        assert_eq!(config.group("gpu").max, 4096);
+    }
+
+    #[test]
+    fn env_entries_are_checked_at_load() {
+        for (text, position, what) in [
+            ("[profile.t2.env]\n\"A=B\" = \"1\"\n", "2:1", "contains `=`"),
+            ("[profile.t2.env]\n\"\" = \"1\"\n", "2:1", "cannot be empty"),
+            ("[profile.t2.env]\n\"A\\u0000\" = \"1\"\n", "2:1", "NUL"),
+            ("[profile.t2.env]\nA = \"x\\u0000y\"\n", "2:5", "NUL"),
+        ] {
+            let message = err(text);
+            assert!(
+                message.starts_with(&format!("ws/.config/capped.toml:{position}: ")),
+                "{text}: {message}"
+            );
+            assert!(message.contains(what), "{message}");
+            assert!(
+                !message.contains('\n') && !message.contains('\0'),
+                "{message:?}"
+            );
+        }
+        let config = Config::parse(None, "[profile.t2.env]\nA_B = \"x=y\"\n").unwrap();
+        assert_eq!(config.profile("t2").unwrap().env["A_B"], "x=y");
     }
 
     #[test]

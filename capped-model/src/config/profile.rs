@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, FlakyResult, Isolation, MAX_RETRIES, parse_spanned, positive};
+use super::{ConfigError, FlakyResult, Isolation, MAX_RETRIES, count, parse_spanned};
 use crate::units;
 
 /// One profile. Every field is optional: what a profile leaves out comes from the
@@ -97,10 +97,10 @@ pub(super) fn builtin_profiles() -> BTreeMap<String, Profile> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct ProfileDoc {
-    test_threads: Option<Spanned<u32>>,
-    rayon_threads: Option<Spanned<u32>>,
-    blas_threads: Option<Spanned<u32>>,
-    async_threads: Option<Spanned<u32>>,
+    test_threads: Option<Spanned<i64>>,
+    rayon_threads: Option<Spanned<i64>>,
+    blas_threads: Option<Spanned<i64>>,
+    async_threads: Option<Spanned<i64>>,
     deterministic: Option<bool>,
     seed: Option<u64>,
     shuffle: Option<bool>,
@@ -113,7 +113,55 @@ pub(super) struct ProfileDoc {
     retries: Option<Spanned<u32>>,
     flaky_result: Option<FlakyResult>,
     #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+/// Checks an `[env]` entry as the OS will take it: `execve` cannot carry an empty name, a
+/// name with `=` (the name would end there) or a NUL anywhere, so each is refused here, at
+/// load, rather than failing every test process's spawn later.
+fn check_env_entry(
+    path: Option<&Path>,
+    text: &str,
+    name: &Spanned<String>,
+    value: &Spanned<String>,
+) -> Result<(), ConfigError> {
+    let at = |span, message: String| Err(ConfigError::at(path, text, Some(span), message));
+    let key = name.get_ref();
+    if key.is_empty() {
+        return at(
+            name.span(),
+            "`env`: a variable name cannot be empty".to_string(),
+        );
+    }
+    if key.contains('=') {
+        return at(
+            name.span(),
+            format!(
+                "`env`: variable name `{}` contains `=`, which no environment variable name can; \
+                 write the name before `=` and the value as the string",
+                crate::units::shown(key)
+            ),
+        );
+    }
+    if key.contains('\0') {
+        return at(
+            name.span(),
+            format!(
+                "`env`: variable name `{}` contains a NUL character, which no environment can carry",
+                crate::units::shown(key)
+            ),
+        );
+    }
+    if value.get_ref().contains('\0') {
+        return at(
+            value.span(),
+            format!(
+                "`env`: the value of `{}` contains a NUL character, which no environment can carry",
+                crate::units::shown(key)
+            ),
+        );
+    }
+    Ok(())
 }
 
 impl ProfileDoc {
@@ -122,11 +170,16 @@ impl ProfileDoc {
         path: Option<&Path>,
         text: &str,
     ) -> Result<Profile, ConfigError> {
+        let mut env = BTreeMap::new();
+        for (name, value) in self.env {
+            check_env_entry(path, text, &name, &value)?;
+            env.insert(name.into_inner(), value.into_inner());
+        }
         Ok(Profile {
-            test_threads: positive(path, text, self.test_threads, "test-threads")?,
-            rayon_threads: positive(path, text, self.rayon_threads, "rayon-threads")?,
-            blas_threads: positive(path, text, self.blas_threads, "blas-threads")?,
-            async_threads: positive(path, text, self.async_threads, "async-threads")?,
+            test_threads: count(path, text, self.test_threads, "test-threads")?,
+            rayon_threads: count(path, text, self.rayon_threads, "rayon-threads")?,
+            blas_threads: count(path, text, self.blas_threads, "blas-threads")?,
+            async_threads: count(path, text, self.async_threads, "async-threads")?,
             deterministic: self.deterministic,
             seed: self.seed,
             shuffle: self.shuffle,
@@ -163,7 +216,7 @@ impl ProfileDoc {
                 retries => retries.map(Spanned::into_inner),
             },
             flaky_result: self.flaky_result,
-            env: self.env,
+            env,
         })
     }
 }

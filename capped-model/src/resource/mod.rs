@@ -197,6 +197,17 @@ impl Request {
                 })
             }
         };
+        // The slot table holds one entry per slot of each resource it touches: a capacity
+        // past the bound every parser enforces (a `Caps` built by hand, say) is refused
+        // here rather than allocated.
+        if let Some(want) = wants.iter().find(|want| want.capacity > units::MAX_COUNT) {
+            return Err(Error::Impossible(format!(
+                "`{}` has a capacity of {}; at most {} slots are supported",
+                want.key.name,
+                want.capacity,
+                units::MAX_COUNT
+            )));
+        }
         Ok(Resolved {
             wants,
             mem,

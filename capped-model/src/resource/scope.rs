@@ -50,7 +50,11 @@ impl FromStr for Scope {
             "run" => Ok(Scope::Run),
             "workspace" => Ok(Scope::Workspace),
             "host" => Ok(Scope::Host),
-            _ => Err(format!("`{text}` is not a scope; expected {}", Scope::FORM)),
+            _ => Err(format!(
+                "`{}` is not a scope; expected {}",
+                crate::units::shown(text),
+                Scope::FORM
+            )),
         }
     }
 }

@@ -101,7 +101,10 @@ pub(crate) fn parse(argv: Vec<String>) -> Result<Args, String> {
     let test_threads = match parsed.test_threads {
         None => None,
         Some(0) => return Err("argument for --test-threads must not be 0".into()),
-        Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+        Some(n) => Some(
+            capped_model::units::check_count(n as i128)
+                .map_err(|message| format!("argument for --test-threads: {message}"))?,
+        ),
     };
     let format = if parsed.quiet {
         Format::Terse

@@ -107,7 +107,7 @@ pub struct GateArgs {
     pub group: String,
     /// How many holders the group allows at once [default: the group's `max` in
     /// $CAPPED_GROUPS, else in .config/capped.toml found from the current dir, else 1].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = capped_model::units::parse_count)]
     pub max: Option<u32>,
     /// Give up waiting for a slot after DUR (30s, 5m, 1h30m) and exit with status 124.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
@@ -136,15 +136,15 @@ pub struct ThreadArgs {
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
     /// Give CMD N rayon threads: RAYON_NUM_THREADS and CAPPED_RAYON_THREADS (over --profile's).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = capped_model::units::parse_count)]
     pub rayon_threads: Option<u32>,
     /// Give CMD N BLAS/OpenMP threads: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
     /// MKL_NUM_THREADS, NUMEXPR_NUM_THREADS and CAPPED_BLAS_THREADS (over --profile's).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = capped_model::units::parse_count)]
     pub blas_threads: Option<u32>,
     /// Give CMD N async worker threads: TOKIO_WORKER_THREADS and CAPPED_ASYNC_THREADS
     /// (over --profile's).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = capped_model::units::parse_count)]
     pub async_threads: Option<u32>,
 }
 

@@ -70,6 +70,8 @@ pub struct Plan {
     pub profile_env: BTreeMap<String, String>,
     /// Stop starting binaries after the first failure.
     pub fail_fast: bool,
+    /// What a run that runs no test ends with (`--no-tests`).
+    pub no_tests: crate::cli::NoTests,
     /// Whether a libtest binary that starts narrower than it could run may run as more than
     /// one process (`split-binaries`; never in deterministic mode).
     pub split_binaries: bool,
@@ -111,14 +113,7 @@ pub struct PlanInput {
 impl Plan {
     /// Discovers the workspace, reads its config and resolves the profile.
     pub fn new(input: PlanInput) -> Result<Plan> {
-        crate::cli::check_test_args(&input.test_args).map_err(Error::Usage)?;
-        if input.cargo.doc {
-            return Err(Error::Usage(
-                "--doc is not supported: doc tests are compiled and run by rustdoc at test time, outside \
-                 any binary cargo capped can schedule and cap; run them with `cargo test --doc`"
-                    .into(),
-            ));
-        }
+        Plan::check_input(&input)?;
         let workspace = Workspace::discover(&input.cargo)?;
         let config_path = workspace
             .root
@@ -140,6 +135,20 @@ impl Plan {
                 .with_mem_budget(default_mem_budget(&HostRoot::system()));
         }
         Ok(plan)
+    }
+
+    /// The checks of the command line that clap cannot make (the arguments after `--`,
+    /// `--doc`), before anything is discovered or built.
+    pub fn check_input(input: &PlanInput) -> Result<()> {
+        crate::cli::check_test_args(&input.test_args).map_err(Error::Usage)?;
+        if input.cargo.doc {
+            return Err(Error::Usage(
+                "--doc is not supported: doc tests are compiled and run by rustdoc at test time, outside \
+                 any binary cargo capped can schedule and cap; run them with `cargo test --doc`"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Resolves the profile against a config (separate from discovery for tests).
@@ -208,6 +217,7 @@ impl Plan {
             partition: options.partition,
             profile_env: profile.env.clone(),
             fail_fast: options.fail_fast,
+            no_tests: options.no_tests,
             split_binaries: !caps.deterministic() && profile.split_binaries.unwrap_or(true),
             isolation: options.isolation.or(profile.isolation).unwrap_or_default(),
             retries: match options.retries {

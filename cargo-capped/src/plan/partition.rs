@@ -26,13 +26,19 @@ pub const PARTITION_FORM: &str = "hash:K/N with 1 ≤ K ≤ N (e.g. hash:1/2)";
 impl Partition {
     /// Parses `hash:K/N`.
     pub fn parse(text: &str) -> Result<Partition, String> {
-        let bad = |why: &str| format!("`{text}`: {why}; expected {PARTITION_FORM}");
+        let bad = |why: &str| {
+            format!(
+                "`{}`: {why}; expected {PARTITION_FORM}",
+                capped_model::units::shown(text)
+            )
+        };
         let Some((kind, rest)) = text.split_once(':') else {
             return Err(bad("no partitioning kind"));
         };
         if kind != "hash" {
             return Err(bad(&format!(
-                "unknown partitioning `{kind}` (only `hash` is supported)"
+                "unknown partitioning `{}` (only `hash` is supported)",
+                capped_model::units::shown(kind)
             )));
         }
         let Some((index, count)) = rest.split_once('/') else {

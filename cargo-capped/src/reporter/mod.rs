@@ -115,6 +115,24 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+/// A report [`Reporter::finish`] could not write completely.
+#[derive(Debug)]
+pub struct ReportError {
+    /// The first output error.
+    pub error: io::Error,
+    /// Whether the report already said so (the summary names a JUnit report it could not
+    /// write), so it is not said twice.
+    pub shown: bool,
+}
+
+impl std::fmt::Display for ReportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot write the report: {}", self.error)
+    }
+}
+
+impl std::error::Error for ReportError {}
+
 /// Consumes a run's events and writes the reports. See the [module docs](self).
 pub struct Reporter {
     human: Human,
@@ -128,6 +146,9 @@ pub struct Reporter {
     /// Binaries running now, each with how many of its processes run.
     running: BTreeMap<String, usize>,
     error: Option<io::Error>,
+    /// Whether `error` was already shown (a JUnit report that could not be written is
+    /// named in the summary).
+    error_shown: bool,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -199,6 +220,7 @@ impl Reporter {
             progress,
             running: BTreeMap::new(),
             error: None,
+            error_shown: false,
         }
     }
 
@@ -222,6 +244,12 @@ impl Reporter {
                     bar.finish_and_clear();
                 }
                 let junit = self.write_junit();
+                if let Some(Err(e)) = &junit
+                    && self.error.is_none()
+                {
+                    self.error = Some(io::Error::other(e.clone()));
+                    self.error_shown = true;
+                }
                 let junit = junit
                     .as_ref()
                     .map(|r| r.as_ref().map(|p| p.as_path()).map_err(Clone::clone));
@@ -233,8 +261,9 @@ impl Reporter {
     }
 
     /// Flushes the writers, removes the progress bar, and writes the JUnit report if
-    /// `RunFinished` never came. Returns the first output error.
-    pub fn finish(mut self) -> io::Result<()> {
+    /// `RunFinished` never came. Returns the first output error (a JSON line or the JUnit
+    /// report that could not be written): the run's reports are incomplete, which fails it.
+    pub fn finish(mut self) -> Result<(), ReportError> {
         if let Some(bar) = self.progress.take() {
             bar.finish_and_clear();
         }
@@ -250,7 +279,10 @@ impl Reporter {
             self.error.get_or_insert(e);
         }
         match self.error {
-            Some(e) => Err(e),
+            Some(error) => Err(ReportError {
+                error,
+                shown: self.error_shown,
+            }),
             None => Ok(()),
         }
     }

@@ -647,8 +647,9 @@ fn junit_write_errors_are_reported() {
         "{}",
         err.text()
     );
-    // reported once, in the summary; finish has nothing more to say
-    reporter.finish().unwrap();
+    // Reported once, in the summary; finish says the run's reports are incomplete.
+    let error = reporter.finish().unwrap_err();
+    assert!(error.shown, "{error}");
 }
 
 #[test]
@@ -664,7 +665,7 @@ fn output_errors_come_back_from_finish() {
     }
     assert!(err.text().contains("Summary"), "the human report goes on");
     assert_eq!(
-        reporter.finish().unwrap_err().kind(),
+        reporter.finish().unwrap_err().error.kind(),
         io::ErrorKind::BrokenPipe
     );
 }

@@ -35,7 +35,8 @@ use super::run_dir::RunDir;
 use super::signals;
 use super::summary::Measurements;
 use crate::adapt::emfile_policy::EmfileAdapter;
-use crate::errors::{EXIT_INTERRUPTED, EXIT_OK, EXIT_TEST_FAILED, Result};
+use crate::cli::NoTests;
+use crate::errors::{EXIT_INTERRUPTED, EXIT_NO_TESTS, EXIT_OK, EXIT_TEST_FAILED, Result};
 use crate::events::{FailedAttempt, RunEvent, RunSummary, TestResult, TestStatus};
 use crate::libtest::{KillReason, OutputEvent};
 use crate::plan::Plan;
@@ -443,10 +444,33 @@ impl Runner<'_> {
         summary.junit_path = self.plan.output.junit.clone();
         summary.binary_peak_rss = std::mem::take(&mut self.peaks);
         let failed = self.failed || self.results.iter().any(|r| r.status.is_failure());
+        let ran_nothing = !failed
+            && self.interrupted.is_none()
+            && self
+                .results
+                .iter()
+                .all(|r| matches!(r.status, TestStatus::Ignored));
+        let no_tests_fail = ran_nothing && self.plan.no_tests == NoTests::Fail;
+        if ran_nothing && self.plan.no_tests != NoTests::Pass {
+            let selection = match &self.plan.filter {
+                Some(filter) => format!("the filter `{}` selects none", filter.escape_debug()),
+                None => "nothing was selected".to_string(),
+            };
+            let verdict = if no_tests_fail {
+                "exit 4 (--no-tests=fail, the default; --no-tests=warn or pass accept an empty run)"
+            } else {
+                "accepted (--no-tests=warn)"
+            };
+            self.emit(RunEvent::Notice {
+                message: format!("no tests to run: {selection}; {verdict}"),
+            });
+        }
         summary.exit_code = if self.interrupted.is_some() {
             EXIT_INTERRUPTED
         } else if failed {
             EXIT_TEST_FAILED
+        } else if no_tests_fail {
+            EXIT_NO_TESTS
         } else {
             EXIT_OK
         };
