@@ -52,6 +52,7 @@
 
 mod caps;
 pub mod config;
+pub mod devices;
 mod error;
 pub mod libtest_args;
 mod metrics;

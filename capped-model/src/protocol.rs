@@ -61,6 +61,28 @@ pub mod env {
         "NUMEXPR_NUM_THREADS",
     ];
 
+    /// Groups that must have devices, comma-separated: a run without them fails before any
+    /// test starts.
+    pub const REQUIRE: &str = "CAPPED_REQUIRE";
+
+    /// `CAPPED_DEVICES_<GROUP>`: a device-backed group's device ids, comma-separated (empty:
+    /// none). Set by the runner for every test process; set by hand, it overrides detection.
+    pub fn devices_var(group: &str) -> String {
+        format!(
+            "CAPPED_DEVICES_{}",
+            group.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+
+    /// `CAPPED_DEVICE_<GROUP>`: the one device a process was pinned to, when the runner (or
+    /// the gate) holds the group's slot for the whole process.
+    pub fn device_var(group: &str) -> String {
+        format!(
+            "CAPPED_DEVICE_{}",
+            group.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+
     /// `CAPPED_SLOT_<GROUP>` for a group name (upper case, `-` as `_`).
     pub fn slot_var(group: &str) -> String {
         format!(

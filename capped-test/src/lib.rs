@@ -51,6 +51,7 @@
 extern crate self as capped_test;
 
 mod context;
+mod devices;
 mod harness;
 mod init;
 mod run_test;
@@ -63,6 +64,7 @@ pub use capped_model::{
 };
 pub use capped_test_macros::capped;
 pub use context::{current_test, seed, seed_for, slot, slot_envs};
+pub use devices::device;
 pub use init::ensure_init;
 pub use runtime::{LimiterStats, TaskLimiter, runtime};
 

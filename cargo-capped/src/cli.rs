@@ -383,6 +383,11 @@ pub struct RunOptions {
     /// here).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=capped_model::config::MAX_RETRIES as i64), help_heading = "Run options")]
     pub retries: Option<u32>,
+    /// Fail before any test runs unless device-backed group NAME has devices (repeatable;
+    /// also `require = [..]` in a profile and `CAPPED_REQUIRE=gpu,..`). Without it, a group
+    /// with no devices has its tests skipped, with the reason.
+    #[arg(long, value_name = "NAME", help_heading = "Run options")]
+    pub require: Vec<String>,
     /// What a run that runs no test ends with (a filter or partition that selects nothing,
     /// only ignored tests): `fail` (exit 4, the default, as nextest), `warn` (a notice, exit
     /// 0) or `pass` (exit 0 silently, as `cargo test`).

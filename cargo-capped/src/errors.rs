@@ -39,6 +39,9 @@ pub enum Error {
     Build(String),
     /// Interrupted before tests ran (exit 130).
     Interrupted,
+    /// The run cannot meet what it was asked to require (a device-backed group without
+    /// devices): it fails before any test starts (exit 100, as a failed test would).
+    Unmet(String),
     /// Anything else (exit 1).
     Internal(String),
 }
@@ -50,6 +53,7 @@ impl Error {
             Error::Usage(_) | Error::Config(_) => EXIT_USAGE,
             Error::Build(_) => EXIT_BUILD_FAILED,
             Error::Interrupted => EXIT_INTERRUPTED,
+            Error::Unmet(_) => EXIT_TEST_FAILED,
             Error::Internal(_) => EXIT_INTERNAL,
         }
     }
@@ -63,9 +67,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(message) | Error::Config(message) | Error::Internal(message) => {
-                f.write_str(message)
-            }
+            Error::Usage(message)
+            | Error::Config(message)
+            | Error::Internal(message)
+            | Error::Unmet(message) => f.write_str(message),
             Error::Build(message) => write!(f, "build failed: {message}"),
             Error::Interrupted => f.write_str("interrupted"),
         }

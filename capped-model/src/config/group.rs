@@ -6,6 +6,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ConfigError, Isolation, count};
+use crate::devices::DeviceSource;
 use crate::resource::Scope;
 
 /// A group as configured.
@@ -19,6 +20,28 @@ pub struct GroupConfig {
     pub binaries: Vec<String>,
     /// `isolation = "test"`: each of the group's tests runs as a process of its own.
     pub isolation: Option<Isolation>,
+    /// Whether `max` was written (a device-backed group's `max` is otherwise its number of
+    /// devices).
+    pub max_given: bool,
+    /// `devices = "nvidia" | "amd" | { command = ".." }`: the group's slots are devices.
+    pub devices: Option<DeviceSource>,
+    /// `pin-env`: the variable through which a test is pinned to its slot's device (`None`:
+    /// the source's default; `Some(None)`: `pin-env = false`, no pinning).
+    pub pin_env: Option<Option<String>>,
+}
+
+impl GroupConfig {
+    /// The variable a device-backed group pins its tests through, if it pins.
+    pub fn pin_var(&self) -> Option<String> {
+        match &self.pin_env {
+            Some(var) => var.clone(),
+            None => self
+                .devices
+                .as_ref()
+                .and_then(DeviceSource::default_pin_var)
+                .map(str::to_string),
+        }
+    }
 }
 
 impl Default for GroupConfig {
@@ -28,6 +51,9 @@ impl Default for GroupConfig {
             scope: Scope::Host,
             binaries: Vec::new(),
             isolation: None,
+            max_given: false,
+            devices: None,
+            pin_env: None,
         }
     }
 }
@@ -50,6 +76,17 @@ pub(super) struct GroupDoc {
     #[serde(default)]
     binaries: Vec<Spanned<String>>,
     isolation: Option<Isolation>,
+    devices: Option<Spanned<DevicesDoc>>,
+    #[serde(rename = "pin-env")]
+    pin_env: Option<Spanned<toml::Value>>,
+}
+
+/// `devices = "nvidia"`, `"amd"` or `{ command = "..." }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DevicesDoc {
+    Named(String),
+    Command { command: String },
 }
 
 impl GroupDoc {
@@ -70,11 +107,76 @@ impl GroupDoc {
             })?;
             binaries.push(pattern.into_inner());
         }
+        let devices = match self.devices {
+            None => None,
+            Some(doc) => {
+                let span = doc.span();
+                Some(match doc.into_inner() {
+                    DevicesDoc::Named(name) if name == "nvidia" => DeviceSource::Nvidia,
+                    DevicesDoc::Named(name) if name == "amd" => DeviceSource::Amd,
+                    DevicesDoc::Named(name) => {
+                        return Err(ConfigError::at(
+                            path,
+                            text,
+                            Some(span),
+                            format!(
+                                "unknown `devices` source `{name}`; expected \"nvidia\", \"amd\" or {{ command = \"a command printing one device id per line\" }}"
+                            ),
+                        ));
+                    }
+                    DevicesDoc::Command { command } if command.trim().is_empty() => {
+                        return Err(ConfigError::at(
+                            path,
+                            text,
+                            Some(span),
+                            "`devices`: the command is empty".to_string(),
+                        ));
+                    }
+                    DevicesDoc::Command { command } => DeviceSource::Command(command),
+                })
+            }
+        };
+        let pin_env = match self.pin_env {
+            None => None,
+            Some(value) => {
+                let span = value.span();
+                match value.into_inner() {
+                    toml::Value::Boolean(false) => Some(None),
+                    toml::Value::String(var)
+                        if !var.is_empty()
+                            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                            && !var.starts_with(|c: char| c.is_ascii_digit()) =>
+                    {
+                        Some(Some(var))
+                    }
+                    _ => {
+                        return Err(ConfigError::at(
+                            path,
+                            text,
+                            Some(span),
+                            "`pin-env` is the name of an environment variable (letters, digits, `_`) or `false`".to_string(),
+                        ));
+                    }
+                }
+            }
+        };
+        if pin_env.is_some() && devices.is_none() {
+            return Err(ConfigError::at(
+                path,
+                text,
+                None,
+                "`pin-env` applies to a group with `devices`".to_string(),
+            ));
+        }
+        let max = count(path, text, self.max, "max")?;
         Ok(GroupConfig {
-            max: count(path, text, self.max, "max")?.unwrap_or(1),
+            max: max.unwrap_or(1),
+            max_given: max.is_some(),
             scope: self.scope.unwrap_or(Scope::Host),
             binaries,
             isolation: self.isolation,
+            devices,
+            pin_env,
         })
     }
 }

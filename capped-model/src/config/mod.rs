@@ -392,6 +392,36 @@ mod tests {
     }
 
     #[test]
+    fn device_backed_groups() {
+        let config = Config::parse(
+            None,
+            "[groups.gpu]\ndevices = \"nvidia\"\n[groups.tpu]\ndevices = { command = \"list-tpus\" }\npin-env = \"TPU_VISIBLE\"\nmax = 1\n[groups.amd]\ndevices = \"amd\"\npin-env = false\n[profile.ci]\nrequire = [\"gpu\"]\n",
+        )
+        .unwrap();
+        let gpu = config.group("gpu");
+        assert_eq!(gpu.devices, Some(crate::devices::DeviceSource::Nvidia));
+        assert_eq!(gpu.pin_var().as_deref(), Some("CUDA_VISIBLE_DEVICES"));
+        assert!(!gpu.max_given);
+        let tpu = config.group("tpu");
+        assert_eq!(tpu.pin_var().as_deref(), Some("TPU_VISIBLE"));
+        assert!(tpu.max_given);
+        assert_eq!(config.group("amd").pin_var(), None);
+        assert_eq!(config.profile("ci").unwrap().require, ["gpu"]);
+        let message = err("[groups.gpu]\ndevices = \"intel\"\n");
+        assert!(
+            message.contains("capped.toml:2:") && message.contains("`intel`"),
+            "{message}"
+        );
+        let message = err("[groups.gpu]\ndevices = \"nvidia\"\npin-env = \"A=B\"\n");
+        assert!(message.contains("capped.toml:3:"), "{message}");
+        let message = err("[groups.gpu]\npin-env = \"X\"\n");
+        assert!(
+            message.contains("applies to a group with `devices`"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_located() {
         let message = err("[profile.t2]\ntest-threads = 2\nrayon-thread = 2\n");
         assert!(

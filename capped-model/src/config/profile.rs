@@ -45,6 +45,9 @@ pub struct Profile {
     pub retries: Option<u32>,
     /// `flaky-result`: whether a test that passed on a retry passes the run.
     pub flaky_result: Option<FlakyResult>,
+    /// `require = ["gpu"]`: device-backed groups that must have devices, or the run fails
+    /// before any test starts.
+    pub require: Vec<String>,
     /// `[profile.NAME.env]`: extra environment for the tests.
     pub env: BTreeMap<String, String>,
 }
@@ -72,6 +75,9 @@ impl Profile {
             retries,
             flaky_result
         );
+        if !other.require.is_empty() {
+            self.require = other.require;
+        }
         self.env.extend(other.env);
     }
 }
@@ -112,6 +118,8 @@ pub(super) struct ProfileDoc {
     isolation: Option<Isolation>,
     retries: Option<Spanned<u32>>,
     flaky_result: Option<FlakyResult>,
+    #[serde(default)]
+    require: Vec<String>,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, Spanned<String>>,
 }
@@ -216,6 +224,7 @@ impl ProfileDoc {
                 retries => retries.map(Spanned::into_inner),
             },
             flaky_result: self.flaky_result,
+            require: self.require,
             env,
         })
     }

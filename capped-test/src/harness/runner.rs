@@ -168,6 +168,20 @@ pub(crate) fn run(
             continue;
         }
         let spec = test.reg.spec;
+        // A device-backed group without devices: skipped, with the reason, and said so in
+        // the events file too.
+        if let Some(reason) = crate::devices::skip_reason(spec.groups) {
+            counts.ignored += 1;
+            emit_end(
+                caps,
+                &test.name,
+                Outcome::Ignored,
+                Duration::ZERO,
+                Some(reason.clone()),
+            );
+            report.test_end(&test.name, &Shown::Ignored(Some(reason)), None);
+            continue;
+        }
         jobs.push(Job {
             resolved: request_for(spec).resolve(caps),
             timeout: timeout_for(spec, caps),

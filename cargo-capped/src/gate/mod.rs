@@ -231,6 +231,30 @@ fn resolve_max(
     }
 }
 
+/// The devices of `group` when the config found from `cwd` makes it device-backed, with the
+/// variable CMD is pinned through and whether `max` is written; `None` otherwise.
+fn group_devices(
+    group: &str,
+    get: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> Result<Option<(capped_model::devices::Devices, Option<String>, bool)>, String> {
+    let config = capped_model::config::Config::discover(cwd).map_err(|e| e.to_string())?;
+    let Some(config) = config.groups.get(group) else {
+        return Ok(None);
+    };
+    let Some(source) = &config.devices else {
+        return Ok(None);
+    };
+    let host = match std::env::var_os(crate::plan::HOST_ROOT_VAR).filter(|r| !r.is_empty()) {
+        Some(root) => crate::host::HostRoot::at(PathBuf::from(root)),
+        None => crate::host::HostRoot::system(),
+    };
+    let path = std::env::var_os("PATH");
+    let devices =
+        capped_model::devices::resolve(group, source, get, &host.path("/dev"), path.as_deref())?;
+    Ok(Some((devices, config.pin_var(), config.max_given)))
+}
+
 /// `CAPPED_GROUPS` for CMD: the inherited entries, with `group` as `group=1@workspace`
 /// (see the module docs). A malformed inherited value is replaced.
 fn child_groups(inherited: Option<&str>, group: &str) -> String {
@@ -273,13 +297,34 @@ pub fn run(args: &GateArgs) -> i32 {
     };
     let get_env = |var: &str| std::env::var(var).ok();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let (max, source) = match resolve_max(args, &get_env, &cwd) {
+    let (mut max, source) = match resolve_max(args, &get_env, &cwd) {
         Ok(found) => found,
         Err(message) => {
             say(&format!("error: {message}"));
             return EXIT_USAGE;
         }
     };
+    // A device-backed group pins CMD to its slot's device; with no devices there is
+    // nothing to gate on.
+    let devices = match group_devices(&args.group, &get_env, &cwd) {
+        Ok(found) => found,
+        Err(message) => {
+            say(&format!("error: {message}"));
+            return EXIT_USAGE;
+        }
+    };
+    if let Some((devices, _, max_given)) = &devices {
+        if devices.ids.is_empty() {
+            say(&format!(
+                "error: group `{}` has no devices: {}",
+                args.group, devices.how
+            ));
+            return EXIT_USAGE;
+        }
+        if !max_given && matches!(source, MaxSource::Config | MaxSource::Default) {
+            max = u32::try_from(devices.ids.len()).unwrap_or(u32::MAX);
+        }
+    }
     let thread_vars = match thread_env(&args.threads, &cwd) {
         Ok(vars) => vars,
         Err(message) => {
@@ -407,6 +452,22 @@ pub fn run(args: &GateArgs) -> i32 {
             args.group,
             guard.slot(&args.group).unwrap_or(0),
             format_duration(guard.waited())
+        ));
+    }
+    if let Some((devices, pin_var, _)) = &devices {
+        let slot = slot_env
+            .iter()
+            .find(|(var, _)| *var == env::slot_var(&args.group))
+            .and_then(|(_, slot)| slot.parse::<usize>().ok());
+        if let Some(id) = slot.and_then(|slot| devices.ids.get(slot)) {
+            slot_env.push((env::device_var(&args.group), id.clone()));
+            if let Some(var) = pin_var {
+                slot_env.push((var.clone(), id.clone()));
+            }
+        }
+        slot_env.push((
+            env::devices_var(&args.group),
+            capped_model::devices::format_ids(&devices.ids),
         ));
     }
     slot_env.push((

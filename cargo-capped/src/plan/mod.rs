@@ -83,6 +83,11 @@ pub struct Plan {
     pub retries: u32,
     /// Whether a test that passed only on a retry fails the run (`flaky-result = "fail"`).
     pub flaky_fails: bool,
+    /// The devices of each device-backed group (found before the caps were resolved, so a
+    /// group's `max` can be its device count).
+    pub devices: BTreeMap<String, capped_model::devices::Devices>,
+    /// The profile's `require`: device-backed groups that must have devices.
+    pub require: Vec<String>,
     /// Cargo's flags for the build.
     pub cargo: CargoArgs,
     /// The test-name filter.
@@ -118,16 +123,22 @@ impl Plan {
         let config_path = workspace
             .root
             .join(capped_model::config::CONFIG_RELATIVE_PATH);
-        let (config, thresholds) = if config_path.is_file() {
+        let (mut config, thresholds) = if config_path.is_file() {
             load_config(&config_path)?
         } else {
             (Config::default(), Thresholds::default())
         };
+        let host = match std::env::var_os(HOST_ROOT_VAR).filter(|r| !r.is_empty()) {
+            Some(root) => HostRoot::at(PathBuf::from(root)),
+            None => HostRoot::system(),
+        };
+        let devices = resolve_devices(&mut config, &host)?;
+        let require = input.options.require.clone();
         let mut plan = Plan::resolve(workspace, config, input)?;
         plan.thresholds = thresholds;
-        if let Some(root) = std::env::var_os(HOST_ROOT_VAR).filter(|r| !r.is_empty()) {
-            plan.host = HostRoot::at(PathBuf::from(root));
-        }
+        plan.host = host;
+        plan.devices = devices;
+        plan.check_required(&require)?;
         if plan.caps.mem_budget().is_none() {
             // Always from the live system: the budget is about real memory.
             plan.caps = plan
@@ -226,6 +237,8 @@ impl Plan {
                 None => profile.retries.unwrap_or(0),
             },
             flaky_fails: profile.flaky_result == Some(FlakyResult::Fail),
+            devices: BTreeMap::new(),
+            require: profile.require.clone(),
             caps,
             cargo: input.cargo,
             filter: input.filter,
@@ -235,11 +248,56 @@ impl Plan {
         })
     }
 
+    /// Fails when a group the run requires (`--require`, the profile's `require`,
+    /// `CAPPED_REQUIRE`) has no devices, naming what is missing, before any test starts.
+    fn check_required(&self, from_command_line: &[String]) -> Result<()> {
+        let from_env = std::env::var(capped_model::protocol::env::REQUIRE).unwrap_or_default();
+        let mut required: Vec<String> = from_command_line.to_vec();
+        required.extend(self.require.iter().cloned());
+        required.extend(
+            from_env
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_string),
+        );
+        required.sort();
+        required.dedup();
+        for group in required {
+            let Some(devices) = self.devices.get(&group) else {
+                return Err(Error::Usage(format!(
+                    "required group `{group}` is not a device-backed group; give it `devices = \"nvidia\"` (or \"amd\", or {{ command = \"..\" }}) under [groups.{group}] in {}",
+                    capped_model::config::CONFIG_RELATIVE_PATH
+                )));
+            };
+            if devices.ids.is_empty() {
+                return Err(Error::Unmet(format!(
+                    "required group `{group}` has no devices ({}); no test ran",
+                    devices.how
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a device-backed group pins its tests to their slot's device, so that its
+    /// tests must each run alone in a process the runner starts holding the slot.
+    pub fn pins(&self, group: &str) -> bool {
+        self.devices.contains_key(group)
+            && self
+                .config
+                .groups
+                .get(group)
+                .and_then(GroupConfig::pin_var)
+                .is_some()
+    }
+
     /// Whether `test` of a binary claimed by `claimed` runs as a process of its own: under
     /// `--isolation test`, or when one of its groups (declared, or claiming its binary) has
     /// `isolation = "test"`.
     pub fn isolates(&self, test: &ListedTest, claimed: &[String]) -> bool {
         self.isolation == Isolation::Test
+            || test.groups.iter().any(|group| self.pins(group))
             || test.groups.iter().chain(claimed).any(|group| {
                 self.config
                     .groups
@@ -276,8 +334,39 @@ impl Plan {
         let mut env: BTreeMap<String, String> = self.profile_env.clone();
         // The caps win over `[env]`: a profile cannot set a cap by the back door.
         env.extend(caps.to_env());
+        for (group, devices) in &self.devices {
+            env.insert(
+                capped_model::protocol::env::devices_var(group),
+                capped_model::devices::format_ids(&devices.ids),
+            );
+        }
         (env, caps)
     }
+}
+
+/// The devices of every device-backed group of `config` (the override in the runner's own
+/// `CAPPED_DEVICES_<GROUP>`, else detection under `host`'s `/dev` and on `PATH`); a group
+/// whose `max` is not written gets one slot per device.
+pub fn resolve_devices(
+    config: &mut Config,
+    host: &HostRoot,
+) -> Result<BTreeMap<String, capped_model::devices::Devices>> {
+    let get = |var: &str| std::env::var(var).ok();
+    let path = std::env::var_os("PATH");
+    let dev = host.path("/dev");
+    let mut found = BTreeMap::new();
+    for (name, group) in config.groups.iter_mut() {
+        let Some(source) = &group.devices else {
+            continue;
+        };
+        let devices = capped_model::devices::resolve(name, source, &get, &dev, path.as_deref())
+            .map_err(Error::Config)?;
+        if !group.max_given && !devices.ids.is_empty() {
+            group.max = u32::try_from(devices.ids.len()).unwrap_or(u32::MAX);
+        }
+        found.insert(name.clone(), devices);
+    }
+    Ok(found)
 }
 
 /// Reads the config file with its `[preflight]` table checked as [`Thresholds`] (unknown

@@ -82,7 +82,7 @@ pub struct Place {
     pub target_dir: PathBuf,
 }
 
-/// The workspace root at or above `start`: the outermost dir whose `Cargo.toml` has a
+/// The workspace root at or above `start`: the nearest dir whose `Cargo.toml` has a
 /// `[workspace]` table, else the nearest dir with a `Cargo.toml`, else `None`.
 pub fn workspace_root(start: &Path) -> Option<PathBuf> {
     let mut nearest = None;
@@ -96,8 +96,11 @@ pub fn workspace_root(start: &Path) -> Option<PathBuf> {
         let is_workspace = text
             .parse::<toml::Table>()
             .is_ok_and(|table| table.contains_key("workspace"));
+        // The nearest workspace is the package's own: a workspace nested in another (a
+        // fixture excluded from its parent) is a root of its own, as cargo sees it.
         if is_workspace {
             workspace = Some(dir.to_path_buf());
+            break;
         }
     }
     workspace.or(nearest)
@@ -182,11 +185,98 @@ pub fn run(args: &PreflightArgs) -> i32 {
         None => HostRoot::system(),
     };
     let report = collect(&host, &place.target_dir, &thresholds);
+    let devices = device_groups(&place.root, &host, &get);
     match args.message_format {
-        PreflightFormat::Json => println!("{}", report.to_json()),
-        PreflightFormat::Human => print!("{}", report.render_human(use_color(args.color, &get))),
+        PreflightFormat::Json => {
+            let mut json: serde_json::Value =
+                serde_json::from_str(&report.to_json()).unwrap_or_default();
+            if let Some(object) = json.as_object_mut() {
+                object.insert(
+                    "device_groups".to_string(),
+                    serde_json::Value::Array(
+                        devices
+                            .iter()
+                            .map(|g| {
+                                serde_json::json!({
+                                    "group": g.group,
+                                    "devices": g.ids,
+                                    "how": g.how,
+                                    "busy": g.busy,
+                                })
+                            })
+                            .collect(),
+                    ),
+                );
+            }
+            println!("{json}");
+        }
+        PreflightFormat::Human => {
+            print!("{}", report.render_human(use_color(args.color, &get)));
+            for group in &devices {
+                let found = if group.ids.is_empty() {
+                    "no devices".to_string()
+                } else {
+                    format!("devices {}", group.ids.join(", "))
+                };
+                let busy = if group.busy.is_empty() {
+                    "none busy".to_string()
+                } else {
+                    format!("busy: {}", group.busy.join("; "))
+                };
+                println!(
+                    "  devices  group `{}`: {found} ({}); {busy}",
+                    group.group, group.how
+                );
+            }
+        }
     }
     report.exit_code(EXIT_CRITICAL)
+}
+
+/// A device-backed group as preflight shows it.
+struct DeviceGroup {
+    group: String,
+    ids: Vec<String>,
+    how: String,
+    /// Its held slots, as `slot N: pid P`.
+    busy: Vec<String>,
+}
+
+/// Every device-backed group of the config under `root`: its devices, how they were found,
+/// and which of its slots other processes hold now.
+fn device_groups(
+    root: &Path,
+    host: &HostRoot,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Vec<DeviceGroup> {
+    let Ok(mut config) = Config::discover(root) else {
+        return Vec::new();
+    };
+    let Ok(found) = crate::plan::resolve_devices(&mut config, host) else {
+        return Vec::new();
+    };
+    let caps = capped_model::Caps::from_sources(get, &[], Some(&config)).ok();
+    found
+        .into_iter()
+        .map(|(group, devices)| {
+            let busy = caps
+                .as_ref()
+                .and_then(|caps| {
+                    capped_model::Request::new()
+                        .group(group.clone())
+                        .resolve(caps)
+                        .ok()
+                })
+                .map(|resolved| resolved.holders())
+                .unwrap_or_default();
+            DeviceGroup {
+                group,
+                ids: devices.ids,
+                how: devices.how,
+                busy,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

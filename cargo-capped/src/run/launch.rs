@@ -197,6 +197,20 @@ impl Runner<'_> {
                 protocol::format_groups(limits.iter().map(|(k, v)| (k.as_str(), *v))),
             ));
             extra.extend(guard.envs());
+            // The process holds slot i of a device-backed group: it sees device i only.
+            for group in &unit.claimed {
+                let (Some(devices), Some(slot)) = (self.plan.devices.get(group), guard.slot(group))
+                else {
+                    continue;
+                };
+                let Some(id) = devices.ids.get(slot as usize) else {
+                    continue;
+                };
+                extra.push((vars::device_var(group), id.clone()));
+                if let Some(var) = self.plan.config.group(group).pin_var() {
+                    extra.push((var, id.clone()));
+                }
+            }
         }
         extra
     }

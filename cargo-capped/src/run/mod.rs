@@ -117,7 +117,7 @@ pub fn run(
             probe_dir: Some(run_dir.path()),
         },
     );
-    let (units, partitioned) = work::units_of(plan, binaries, listings, &run_dir);
+    let (units, partitioned, skipped) = work::units_of(plan, binaries, listings, &run_dir);
     let mode = if plan.caps.shuffle() {
         OrderMode::Shuffled(plan.caps.seed())
     } else if plan.caps.deterministic() {
@@ -134,7 +134,7 @@ pub fn run(
         })
         .collect();
     let order = binary_schedule::order(&keys, mode);
-    let total_tests = units.iter().map(|u| u.listing.tests.len()).sum();
+    let total_tests = units.iter().map(|u| u.listing.tests.len()).sum::<usize>() + skipped.len();
     let binaries_count = {
         let mut ids: Vec<&BinaryId> = units.iter().map(|u| &u.binary.id).collect();
         ids.dedup();
@@ -203,6 +203,9 @@ pub fn run(
     // to the runner from here on comes from a test ([`crate::process::orphans`]). Without
     // it (not Linux, or refused), orphans of tests go to init as before.
     let _ = crate::process::orphans::become_subreaper();
+    for result in skipped {
+        runner.finish_test(result);
+    }
     runner.report_list_errors();
     let looped = runner.run_loop();
     // What the tests left behind and no unit's end took: gone before the summary.

@@ -104,7 +104,8 @@ impl Runner<'_> {
         for group in &claimed {
             self.measurements.add_binary(group, started_us, end_us, 1);
         }
-        self.measurements.add_events(tail.events(), harness, end_us);
+        self.measurements
+            .add_events(tail.events(), harness, end_us, &claimed);
         if let Some(peak) = memory.peak_rss {
             // One entry per binary, also when it ran as several processes: the highest.
             let name = binary.to_string();

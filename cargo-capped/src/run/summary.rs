@@ -43,7 +43,16 @@ impl Measurements {
     /// Records the events of one binary. `count_width`: whether its tests' `width` slots
     /// count (harness binaries) or the runner's slots for the binary already did (plain).
     /// A test started but never ended is held until `end_us`.
-    pub fn add_events(&mut self, events: &[Event], count_width: bool, end_us: u64) {
+    /// Groups in `held_by_runner` are left out: the runner held them for the whole process
+    /// and counted them itself, so a test's own (process-scoped) take is not a second
+    /// holder.
+    pub fn add_events(
+        &mut self,
+        events: &[Event],
+        count_width: bool,
+        end_us: u64,
+        held_by_runner: &[String],
+    ) {
         let mut open: BTreeMap<(&str, u32), (u64, &Slots)> = BTreeMap::new();
         for event in events {
             match event {
@@ -56,7 +65,9 @@ impl Measurements {
                 } => {
                     open.insert((test.as_str(), *pid), (*at_us, slots));
                     for (resource, wait) in waits_us {
-                        if resource == capped_model::resource::WIDTH && !count_width {
+                        if (resource == capped_model::resource::WIDTH && !count_width)
+                            || held_by_runner.contains(resource)
+                        {
                             continue;
                         }
                         self.waits
@@ -69,19 +80,29 @@ impl Measurements {
                     test, pid, at_us, ..
                 } => {
                     if let Some((from, slots)) = open.remove(&(test.as_str(), *pid)) {
-                        self.hold(slots, from, *at_us, count_width);
+                        self.hold(slots, from, *at_us, count_width, held_by_runner);
                     }
                 }
             }
         }
         for (from, slots) in open.into_values() {
-            self.hold(slots, from, end_us.max(from), count_width);
+            self.hold(slots, from, end_us.max(from), count_width, held_by_runner);
         }
     }
 
-    fn hold(&mut self, slots: &Slots, from: u64, to: u64, count_width: bool) {
+    fn hold(
+        &mut self,
+        slots: &Slots,
+        from: u64,
+        to: u64,
+        count_width: bool,
+        held_by_runner: &[String],
+    ) {
         for (resource, ids) in slots {
-            if ids.is_empty() || (resource == capped_model::resource::WIDTH && !count_width) {
+            if ids.is_empty()
+                || (resource == capped_model::resource::WIDTH && !count_width)
+                || held_by_runner.contains(resource)
+            {
                 continue;
             }
             self.holdings.push(Holding {
@@ -236,6 +257,7 @@ mod tests {
             ],
             true,
             200,
+            &[],
         );
         assert_eq!(m.peak("width"), 3);
         assert_eq!(m.peak("gpu"), 1, "touching intervals do not overlap");
@@ -266,6 +288,7 @@ mod tests {
             &[start("a", 0, &[("gpu", &[0])], 0), end("a", 10)],
             false,
             100,
+            &[],
         );
         assert_eq!(m.peak("width"), 2);
         assert_eq!(m.peak("gpu"), 1);
@@ -274,8 +297,8 @@ mod tests {
     #[test]
     fn unfinished_tests_hold_until_the_end() {
         let mut m = Measurements::default();
-        m.add_events(&[start("hung", 5, &[("width", &[0])], 0)], true, 50);
-        m.add_events(&[start("other", 40, &[("width", &[1])], 0)], true, 60);
+        m.add_events(&[start("hung", 5, &[("width", &[0])], 0)], true, 50, &[]);
+        m.add_events(&[start("other", 40, &[("width", &[1])], 0)], true, 60, &[]);
         assert_eq!(m.peak("width"), 2);
     }
 

@@ -411,6 +411,15 @@ impl Verdicts {
     /// `end` event without libtest's record counts too).
     fn verdict(&self, i: usize, at_end: bool) -> Option<Verdict> {
         let test = &self.tests[i];
+        // The test-side library skipped it (its device-backed group has no devices): the
+        // body never ran, whatever libtest recorded for the early return.
+        if let Some((Outcome::Ignored, _, message)) = &test.end {
+            return Some(Verdict {
+                status: TestStatus::Ignored,
+                duration: None,
+                note: message.clone(),
+            });
+        }
         if let Some((Outcome::TimedOut, after, _)) = &test.end {
             return Some(Verdict {
                 status: TestStatus::TimedOut { after: *after },

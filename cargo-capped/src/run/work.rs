@@ -14,7 +14,7 @@ use super::binary::Unit;
 use super::binary_schedule;
 use super::run_dir::RunDir;
 use crate::build::TestBinary;
-use crate::events::BinaryId;
+use crate::events::{BinaryId, TestResult, TestStatus};
 use crate::libtest::Listing;
 use crate::plan::{Partition, Plan};
 
@@ -32,15 +32,35 @@ pub(super) fn units_of(
     binaries: Vec<TestBinary>,
     listings: Vec<Result<Listing, String>>,
     run_dir: &RunDir,
-) -> (Vec<Unit>, PartitionCount) {
+) -> (Vec<Unit>, PartitionCount, Vec<TestResult>) {
     let mut units: Vec<Unit> = Vec::new();
     let mut partitioned = PartitionCount::default();
+    let mut skipped = Vec::new();
     for (binary, listing) in binaries.into_iter().zip(listings) {
         let claimed = plan.groups_claiming(&binary.id.target);
-        let (listing, list_error) = match listing {
+        let (mut listing, list_error) = match listing {
             Ok(listing) => (listing, None),
             Err(e) => (Listing::default(), Some(e)),
         };
+        // Tests of a device-backed group without devices are skipped, with the reason,
+        // where the group is known before they run.
+        let skipped_before = skipped.len();
+        listing.tests.retain(|test| {
+            let Some(why) = no_devices(plan, &test.groups, &claimed) else {
+                return true;
+            };
+            skipped.push(TestResult {
+                binary: binary.id.clone(),
+                name: test.name.clone(),
+                status: TestStatus::Ignored,
+                duration: None,
+                output: why,
+            });
+            false
+        });
+        if list_error.is_none() && listing.tests.is_empty() && skipped.len() > skipped_before {
+            continue;
+        }
         let selections = match (&plan.partition, &list_error) {
             (Some(partition), None) => {
                 let (kept, left) = partition_listing(&listing, &binary.id, partition);
@@ -59,6 +79,15 @@ pub(super) fn units_of(
                         .collect()
                 }
             }
+            // Some of its tests are skipped: the others run by name, or the binary would
+            // run the skipped ones too.
+            _ if skipped.len() > skipped_before => {
+                let names = listing.tests.iter().map(|t| t.name.clone()).collect();
+                binary_schedule::chunk_names(names, binary_schedule::SELECTION_CHUNK_BYTES)
+                    .into_iter()
+                    .map(|chunk| (subset(&listing, &chunk), Some(chunk)))
+                    .collect()
+            }
             _ => vec![(listing, None)],
         };
         let selections = if list_error.is_none() {
@@ -71,18 +100,40 @@ pub(super) fn units_of(
         };
         for (listing, selection) in selections {
             let index = units.len();
+            // A test pinned to a device runs in a process the runner starts holding its
+            // group's slot, so the runner can hand it that slot's device.
+            let mut claims = claimed.clone();
+            if let [test] = listing.tests.as_slice() {
+                for group in &test.groups {
+                    if plan.pins(group) && !claims.contains(group) {
+                        claims.push(group.clone());
+                    }
+                }
+            }
             units.push(Unit::new(
                 binary.clone(),
                 listing,
                 list_error.clone(),
-                claimed.clone(),
+                claims,
                 run_dir.events_file(index, &binary.id.target),
                 selection,
                 &plan.test_args,
             ));
         }
     }
-    (units, partitioned)
+    (units, partitioned, skipped)
+}
+
+/// Why a test of `groups` in a binary claimed by `claimed` cannot run: one of them is a
+/// device-backed group with no devices.
+fn no_devices(plan: &Plan, groups: &[String], claimed: &[String]) -> Option<String> {
+    groups.iter().chain(claimed).find_map(|group| {
+        let devices = plan.devices.get(group)?;
+        devices
+            .ids
+            .is_empty()
+            .then(|| format!("group `{group}` has no devices: {}", devices.how))
+    })
 }
 
 /// Under isolation, one unit per test that runs alone ([`Plan::isolates`]), each selecting
