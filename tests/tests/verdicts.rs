@@ -313,3 +313,61 @@ fn ctrl_c_stops_a_flood() {
         .unwrap();
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn no_run_builds_and_names_the_binaries_without_running_them() {
+    // The whole fixture: several of its tests fail or abort, so anything run would show.
+    let output = run(&["t2", "--no-run"]);
+    let text = describe(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(events.iter().all(|e| e["type"] == "test-binary"), "{text}");
+    let nocapture = events
+        .iter()
+        .find(|e| e["binary"]["id"] == "verdicts-fixture::mixed_abort")
+        .unwrap_or_else(|| panic!("no mixed_abort binary: {text}"));
+    let executable = nocapture["executable"].as_str().unwrap_or_default();
+    assert!(std::path::Path::new(executable).is_file(), "{text}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Executable verdicts-fixture::mixed_abort ("),
+        "{text}"
+    );
+    assert!(!stderr.contains("Summary"), "nothing ran: {text}");
+
+    let output = run_human(&["t1", "--test", "nocapture", "--no-run"]);
+    let text = all_text(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    assert!(
+        text.contains("Executable verdicts-fixture::nocapture ("),
+        "{text}"
+    );
+    assert!(!text.contains("a_prints"), "nothing ran: {text}");
+}
+
+#[test]
+fn no_capture_is_nocapture_after_the_separator() {
+    let output = run_human(&["t1", "--test", "nocapture", "--no-capture"]);
+    let text = all_text(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    assert!(text.contains("a_prints | hello from a_prints"), "{text}");
+    assert_eq!(text.matches("hello from a_prints").count(), 1, "{text}");
+    // Both spellings at once are one `--nocapture`.
+    let output = run_human(&[
+        "t1",
+        "--test",
+        "nocapture",
+        "--no-capture",
+        "--",
+        "--nocapture",
+    ]);
+    let text = all_text(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    assert!(
+        text.contains("b_prints_too | hello from b_prints_too"),
+        "{text}"
+    );
+}

@@ -90,6 +90,8 @@ struct Attempt<'a> {
 #[serde(tag = "type", rename_all = "kebab-case")]
 enum Line<'a> {
     RunStarted {
+        /// [`FORMAT_VERSION`].
+        format_version: u32,
         profile: &'a str,
         width: u32,
         rayon_threads: u32,
@@ -146,6 +148,11 @@ enum Line<'a> {
         peak_rss: Option<u64>,
         stray_output: &'a str,
     },
+    /// `--no-run`: one built test binary (the stream then has nothing else).
+    TestBinary {
+        binary: Binary<'a>,
+        executable: &'a str,
+    },
     RunFinished {
         duration_ms: f64,
         counts: &'a BTreeMap<&'static str, usize>,
@@ -159,6 +166,15 @@ enum Line<'a> {
     },
 }
 
+/// A line with the wall-clock time it was written at.
+#[derive(Debug, Serialize)]
+struct Stamped<'a> {
+    #[serde(flatten)]
+    line: Line<'a>,
+    /// Unix time in milliseconds.
+    at_ms: u64,
+}
+
 /// One binary's peak RSS in `run-finished`.
 #[derive(Debug, Serialize)]
 struct PeakRss<'a> {
@@ -170,8 +186,44 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// The JSON line (without the newline) for an event.
+/// The version of the JSON stream, in every `run-started` event. It changes only when a
+/// field is removed or renamed or its meaning changes; new fields and new event types keep
+/// it, so readers must ignore what they do not know.
+pub const FORMAT_VERSION: u32 = 1;
+
+fn unix_ms(at: SystemTime) -> Option<u64> {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
+}
+
+fn stamped(line: Line<'_>, at: SystemTime) -> String {
+    let stamped = Stamped {
+        line,
+        at_ms: unix_ms(at).unwrap_or(0),
+    };
+    serde_json::to_string(&stamped).expect("JSON lines serialize")
+}
+
+/// The `--no-run` line for one built test binary, stamped now.
+pub fn test_binary_line(binary: &BinaryId, executable: &std::path::Path) -> String {
+    let executable = executable.display().to_string();
+    let line = Line::TestBinary {
+        binary: binary.into(),
+        executable: &executable,
+    };
+    stamped(line, SystemTime::now())
+}
+
+/// The JSON line (without the newline) for an event, stamped now.
 pub fn line(event: &RunEvent) -> String {
+    line_at(event, SystemTime::now())
+}
+
+/// The JSON line (without the newline) for an event, stamped `now` (`run-started` is
+/// stamped with the run's start).
+pub fn line_at(event: &RunEvent, now: SystemTime) -> String {
+    let mut now = now;
     let line = match event {
         RunEvent::RunStarted {
             profile,
@@ -183,20 +235,21 @@ pub fn line(event: &RunEvent) -> String {
             binaries,
             tests,
             at,
-        } => Line::RunStarted {
-            profile,
-            width: *width,
-            rayon_threads: *rayon_threads,
-            seed: *seed,
-            deterministic: *deterministic,
-            shuffle: *shuffle,
-            binaries: *binaries,
-            tests: *tests,
-            started_at_ms: at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_millis() as u64),
-        },
+        } => {
+            now = *at;
+            Line::RunStarted {
+                format_version: FORMAT_VERSION,
+                profile,
+                width: *width,
+                rayon_threads: *rayon_threads,
+                seed: *seed,
+                deterministic: *deterministic,
+                shuffle: *shuffle,
+                binaries: *binaries,
+                tests: *tests,
+                started_at_ms: unix_ms(*at),
+            }
+        }
         RunEvent::Notice { message } => Line::Notice { message },
         RunEvent::BinaryStarted {
             binary,
@@ -337,5 +390,5 @@ pub fn line(event: &RunEvent) -> String {
             exit_code: summary.exit_code,
         },
     };
-    serde_json::to_string(&line).expect("JSON lines serialize")
+    stamped(line, now)
 }
