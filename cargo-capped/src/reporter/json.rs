@@ -1,33 +1,11 @@
 //! `--message-format json`: one JSON object per line on stdout, one per [`RunEvent`].
 //!
-//! The field names are a stable interface. Every object has `"type"`; durations are
+//! The stream is a documented, versioned interface: `docs/json-events.md` shows one example
+//! per event type and `docs/json-events.schema.json` is its JSON Schema, which an
+//! end-to-end test checks real output against. Every object has `"type"` and `"at_ms"`
+//! (when it was written, unix ms); `run-started` carries [`FORMAT_VERSION`]. Durations are
 //! milliseconds as numbers (fractions allowed), sizes are bytes, absent values are `null`.
-//! A binary is `{"id": "pkg::target", "package": .., "target": .., "kind": ..}` (`id` is
-//! how the human report names it).
-//!
-//! ```text
-//! {"type":"run-started","profile":"t2","width":2,"rayon_threads":2,"seed":42,
-//!  "deterministic":false,"shuffle":false,"binaries":3,"tests":40,"started_at_ms":1767225600000}
-//! {"type":"notice","message":"raised RLIMIT_NOFILE to 65536"}
-//! {"type":"binary-started","binary":{..},"pid":4242,"width_slots":2,"groups":["gpu"]}
-//! {"type":"test-started","binary":{..},"name":"tests::adds"}
-//! {"type":"test-finished","binary":{..},"name":"tests::divides","status":"failed",
-//!  "duration_ms":12.5,"output":"thread 'tests::divides' panicked …",
-//!  "reason":null,"timeout_ms":null,"mem_limit":null,"mem_peak":null,"by_watchdog":null}
-//! {"type":"binary-finished","binary":{..},"exit_code":101,"signal":null,
-//!  "killed_because":null,"duration_ms":1204.2,"peak_rss":31457280,"stray_output":""}
-//! {"type":"run-finished","duration_ms":12300.0,"counts":{"passed":38,"failed":1,..},
-//!  "slowest":[{"name":"solver::converges","duration_ms":3201.0}],
-//!  "groups":{"gpu":{"count":6,"wait_ms":{"p50":0.0,"p95":310.0,"p99":320.0,"max":320.0},
-//!  "peak_holders":1}},"peak_concurrency":2,"runner_peak_rss":22000000,
-//!  "binary_peak_rss":[{"binary":"pkg::integration","bytes":31457280}],
-//!  "junit_path":"target/junit.xml","exit_code":100}
-//! ```
-//!
-//! `status` is [`TestStatus::keyword`]: `passed`, `failed`, `ignored`, `timed-out`,
-//! `killed-mem`, `not-run`. `reason` is set for `not-run` (why) and `ignored` (the ignore
-//! reason, when given); `timeout_ms` for `timed-out`; `mem_limit`, `mem_peak`, `by_watchdog`
-//! for `killed-mem`. `output` is what a failed test printed (empty for passed tests).
+//! A change to a field here is a change to those two files.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
