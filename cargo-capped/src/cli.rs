@@ -383,6 +383,11 @@ pub struct RunOptions {
     /// here).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=capped_model::config::MAX_RETRIES as i64), help_heading = "Run options")]
     pub retries: Option<u32>,
+    /// Build the test binaries and stop: nothing runs, exit 0 after a good build (as
+    /// `cargo test --no-run`). The binaries are named on stderr; with `--message-format
+    /// json`, one `test-binary` event per binary on stdout.
+    #[arg(long, help_heading = "Run options")]
+    pub no_run: bool,
     /// Fail before any test runs unless device-backed group NAME has devices (repeatable;
     /// also `require = [..]` in a profile and `CAPPED_REQUIRE=gpu,..`). Without it, a group
     /// with no devices has its tests skipped, with the reason.
@@ -418,6 +423,10 @@ pub struct OutputArgs {
     /// Also write a JUnit XML report to PATH.
     #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub junit: Option<PathBuf>,
+    /// Show the tests' output live, each line under the test (or binary) that printed it:
+    /// the same as `-- --nocapture` (nextest's spelling).
+    #[arg(long, help_heading = "Output")]
+    pub no_capture: bool,
     /// More output: binaries starting and finishing, and their output no test claimed.
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet", help_heading = "Output")]
     pub verbose: u8,

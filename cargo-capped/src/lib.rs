@@ -94,6 +94,7 @@ fn reject_misplaced_profile(command: &str, profile: Option<String>) -> Result<()
 }
 
 fn run_tests(profile: &str, args: RunArgs) -> Result<i32> {
+    let no_run = args.options.no_run;
     let plan = Plan::new(PlanInput {
         profile: profile.to_string(),
         cargo: args.cargo,
@@ -106,6 +107,9 @@ fn run_tests(profile: &str, args: RunArgs) -> Result<i32> {
     // Before the build: its load on the host counts as the run's own (see OwnLoad).
     let mut hooks = run::host_safety::HostSafety::new(&plan);
     let built = build::build(&plan, plan.output.color, plan.output.quiet)?;
+    if no_run {
+        return list_binaries(&built.binaries, &plan.output);
+    }
     let mut reporter = reporter::Reporter::new(reporter_options(&plan.output));
     let summary = run::run(
         &plan,
@@ -131,6 +135,29 @@ fn run_tests(profile: &str, args: RunArgs) -> Result<i32> {
             })
         }
     }
+}
+
+/// `--no-run`: the binaries the build produced, and nothing run. Each is named on stderr
+/// as `cargo test --no-run` names it (unless `-q`); with JSON, also a `test-binary` event
+/// on stdout (see docs/json-events.md).
+fn list_binaries(binaries: &[build::TestBinary], output: &cli::OutputArgs) -> Result<i32> {
+    use std::io::Write;
+    if !output.quiet {
+        for binary in binaries {
+            eprintln!("  Executable {} ({})", binary.id, binary.path.display());
+        }
+    }
+    if output.message_format == MessageFormat::Json {
+        let mut out = std::io::stdout().lock();
+        for binary in binaries {
+            let line = reporter::json::test_binary_line(&binary.id, &binary.path);
+            if let Err(e) = writeln!(out, "{line}") {
+                eprintln!("warning: cannot write the binaries: {e}");
+                break;
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// The reporter's options from the command line.

@@ -318,3 +318,156 @@ fn ctrl_c_stops_a_flood() {
         .unwrap();
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn no_run_builds_and_names_the_binaries_without_running_them() {
+    // The whole fixture: several of its tests fail or abort, so anything run would show.
+    let output = run(&["t2", "--no-run"]);
+    let text = describe(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(events.iter().all(|e| e["type"] == "test-binary"), "{text}");
+    let nocapture = events
+        .iter()
+        .find(|e| e["binary"]["id"] == "verdicts-fixture::mixed_abort")
+        .unwrap_or_else(|| panic!("no mixed_abort binary: {text}"));
+    let executable = nocapture["executable"].as_str().unwrap_or_default();
+    assert!(std::path::Path::new(executable).is_file(), "{text}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Executable verdicts-fixture::mixed_abort ("),
+        "{text}"
+    );
+    assert!(!stderr.contains("Summary"), "nothing ran: {text}");
+
+    let output = run_human(&["t1", "--test", "nocapture", "--no-run"]);
+    let text = all_text(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    assert!(
+        text.contains("Executable verdicts-fixture::nocapture ("),
+        "{text}"
+    );
+    assert!(!text.contains("a_prints"), "nothing ran: {text}");
+}
+
+#[test]
+fn no_capture_is_nocapture_after_the_separator() {
+    let output = run_human(&["t1", "--test", "nocapture", "--no-capture"]);
+    let text = all_text(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    assert!(text.contains("a_prints | hello from a_prints"), "{text}");
+    assert_eq!(text.matches("hello from a_prints").count(), 1, "{text}");
+    // Both spellings at once are one `--nocapture`.
+    let output = run_human(&[
+        "t1",
+        "--test",
+        "nocapture",
+        "--no-capture",
+        "--",
+        "--nocapture",
+    ]);
+    let text = all_text(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    assert!(
+        text.contains("b_prints_too | hello from b_prints_too"),
+        "{text}"
+    );
+}
+
+/// The attribute `name="VALUE"` of the first element that starts with `start` in `xml`.
+fn attribute(xml: &str, start: &str, name: &str) -> Option<String> {
+    let element = &xml[xml.find(start)?..];
+    let element = &element[..element.find('>')?];
+    let value = &element[element.find(&format!(" {name}=\""))? + name.len() + 3..];
+    Some(value[..value.find('"')?].to_string())
+}
+
+#[test]
+fn junit_carries_what_ci_systems_read() {
+    let scratch = RunScratch::new();
+    let junit = scratch.path("junit.xml");
+    let mut command = capped_in("verdicts");
+    command.args([
+        "t1",
+        "--test",
+        "reports",
+        "--test",
+        "mixed_abort",
+        "--junit",
+    ]);
+    command.arg(&junit);
+    scratch.apply(&mut command);
+    let output = command.output().expect("running cargo capped");
+    let text = describe(&output);
+    assert_eq!(exit_code(&output), 100, "{text}");
+    let xml = std::fs::read_to_string(&junit).unwrap_or_else(|e| panic!("{e}: {text}"));
+    xml_elements(&xml).unwrap_or_else(|e| panic!("{e}:\n{xml}"));
+
+    // The panic message, not the first line printed, is the failure's message; the whole
+    // output is its body and the testcase's system-out.
+    let failing = "<testcase name=\"b_fails_after_printing\"";
+    let case = &xml[xml.find(failing).unwrap_or_else(|| panic!("{xml}"))..];
+    let case = &case[..case.find("</testcase>").unwrap()];
+    let message = attribute(case, "<failure", "message").unwrap_or_else(|| panic!("{xml}"));
+    assert!(
+        message.starts_with("assertion `left == right` failed: the sum is off"),
+        "{message}\n{xml}"
+    );
+    let body = &case[case.find("<failure").unwrap()..case.find("</failure>").unwrap()];
+    assert!(
+        body.contains("setting up b") && body.contains("panicked at"),
+        "{xml}"
+    );
+    let system_out = &case[case.find("<system-out>").unwrap_or_else(|| panic!("{xml}"))..];
+    assert!(
+        system_out.contains("setting up b\na warning from b"),
+        "{xml}"
+    );
+
+    // Every suite has a timestamp, every testcase a time.
+    for suite in xml.split("<testsuite ").skip(1) {
+        assert!(attribute(suite, "", "timestamp").is_some(), "{xml}");
+    }
+    for case in xml.split("<testcase ").skip(1) {
+        let tag = &case[..case.find('>').unwrap()];
+        assert!(tag.contains(" time=\""), "no time: {tag}\n{xml}");
+    }
+
+    // Ignored is skipped; not run is an error of type "not run", counted apart.
+    let ignored = &xml[xml.find("<testcase name=\"c_ignored\"").unwrap()..];
+    assert!(
+        ignored[..ignored.find("</testcase>").unwrap()]
+            .contains("<skipped message=\"needs a GPU\""),
+        "{xml}"
+    );
+    let not_run = &xml[xml.find("<testcase name=\"c_capped_after\"").unwrap()..];
+    let not_run = &not_run[..not_run.find("</testcase>").unwrap()];
+    assert_eq!(
+        attribute(not_run, "<error", "type").as_deref(),
+        Some("not run"),
+        "{xml}"
+    );
+
+    // The schema Jenkins and GitLab read, when xmllint is there to check it.
+    let schema = repo_root().join("tests/junit/junit.xsd");
+    match std::process::Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .arg(&junit)
+        .output()
+    {
+        Ok(check) => assert!(
+            check.status.success(),
+            "the report does not match {}:\n{}\n{xml}",
+            schema.display(),
+            String::from_utf8_lossy(&check.stderr)
+        ),
+        Err(e) => eprintln!(
+            "skipping the XSD check of the JUnit report: cannot run xmllint ({e}); \
+             install libxml2-utils to run it"
+        ),
+    }
+}

@@ -98,6 +98,18 @@ pub struct Plan {
     pub output: OutputArgs,
 }
 
+/// The arguments for every test binary, with libtest's `--nocapture` added for
+/// `--no-capture` (unless already there). It goes first: after a `--` among the arguments
+/// it would be a filter.
+fn with_no_capture(mut test_args: Vec<String>, no_capture: bool) -> Vec<String> {
+    if no_capture
+        && !capped_model::libtest_args::has(&test_args, &capped_model::libtest_args::NOCAPTURE)
+    {
+        test_args.insert(0, "--nocapture".to_string());
+    }
+    test_args
+}
+
 /// What a planned run needs from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct PlanInput {
@@ -242,7 +254,7 @@ impl Plan {
             caps,
             cargo: input.cargo,
             filter: input.filter,
-            test_args: input.test_args,
+            test_args: with_no_capture(input.test_args, input.output.no_capture),
             output: input.output,
             config,
         })
@@ -405,6 +417,23 @@ mod tests {
             target_dir: PathBuf::from("/ws/target"),
             packages: HashMap::new(),
         }
+    }
+
+    #[test]
+    fn no_capture_adds_nocapture_once_before_a_separator() {
+        let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            with_no_capture(args(&["--exact", "--", "x"]), true),
+            args(&["--nocapture", "--exact", "--", "x"])
+        );
+        assert_eq!(
+            with_no_capture(args(&["--nocapture"]), true),
+            args(&["--nocapture"])
+        );
+        assert_eq!(
+            with_no_capture(args(&["--exact"]), false),
+            args(&["--exact"])
+        );
     }
 
     fn plan(config: &str, profile: &str, options: RunOptions) -> Result<Plan> {

@@ -1,33 +1,11 @@
 //! `--message-format json`: one JSON object per line on stdout, one per [`RunEvent`].
 //!
-//! The field names are a stable interface. Every object has `"type"`; durations are
+//! The stream is a documented, versioned interface: `docs/json-events.md` shows one example
+//! per event type and `docs/json-events.schema.json` is its JSON Schema, which an
+//! end-to-end test checks real output against. Every object has `"type"` and `"at_ms"`
+//! (when it was written, unix ms); `run-started` carries [`FORMAT_VERSION`]. Durations are
 //! milliseconds as numbers (fractions allowed), sizes are bytes, absent values are `null`.
-//! A binary is `{"id": "pkg::target", "package": .., "target": .., "kind": ..}` (`id` is
-//! how the human report names it).
-//!
-//! ```text
-//! {"type":"run-started","profile":"t2","width":2,"rayon_threads":2,"seed":42,
-//!  "deterministic":false,"shuffle":false,"binaries":3,"tests":40,"started_at_ms":1767225600000}
-//! {"type":"notice","message":"raised RLIMIT_NOFILE to 65536"}
-//! {"type":"binary-started","binary":{..},"pid":4242,"width_slots":2,"groups":["gpu"]}
-//! {"type":"test-started","binary":{..},"name":"tests::adds"}
-//! {"type":"test-finished","binary":{..},"name":"tests::divides","status":"failed",
-//!  "duration_ms":12.5,"output":"thread 'tests::divides' panicked …",
-//!  "reason":null,"timeout_ms":null,"mem_limit":null,"mem_peak":null,"by_watchdog":null}
-//! {"type":"binary-finished","binary":{..},"exit_code":101,"signal":null,
-//!  "killed_because":null,"duration_ms":1204.2,"peak_rss":31457280,"stray_output":""}
-//! {"type":"run-finished","duration_ms":12300.0,"counts":{"passed":38,"failed":1,..},
-//!  "slowest":[{"name":"solver::converges","duration_ms":3201.0}],
-//!  "groups":{"gpu":{"count":6,"wait_ms":{"p50":0.0,"p95":310.0,"p99":320.0,"max":320.0},
-//!  "peak_holders":1}},"peak_concurrency":2,"runner_peak_rss":22000000,
-//!  "binary_peak_rss":[{"binary":"pkg::integration","bytes":31457280}],
-//!  "junit_path":"target/junit.xml","exit_code":100}
-//! ```
-//!
-//! `status` is [`TestStatus::keyword`]: `passed`, `failed`, `ignored`, `timed-out`,
-//! `killed-mem`, `not-run`. `reason` is set for `not-run` (why) and `ignored` (the ignore
-//! reason, when given); `timeout_ms` for `timed-out`; `mem_limit`, `mem_peak`, `by_watchdog`
-//! for `killed-mem`. `output` is what a failed test printed (empty for passed tests).
+//! A change to a field here is a change to those two files.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -90,6 +68,8 @@ struct Attempt<'a> {
 #[serde(tag = "type", rename_all = "kebab-case")]
 enum Line<'a> {
     RunStarted {
+        /// [`FORMAT_VERSION`].
+        format_version: u32,
         profile: &'a str,
         width: u32,
         rayon_threads: u32,
@@ -146,6 +126,11 @@ enum Line<'a> {
         peak_rss: Option<u64>,
         stray_output: &'a str,
     },
+    /// `--no-run`: one built test binary (the stream then has nothing else).
+    TestBinary {
+        binary: Binary<'a>,
+        executable: &'a str,
+    },
     RunFinished {
         duration_ms: f64,
         counts: &'a BTreeMap<&'static str, usize>,
@@ -159,6 +144,15 @@ enum Line<'a> {
     },
 }
 
+/// A line with the wall-clock time it was written at.
+#[derive(Debug, Serialize)]
+struct Stamped<'a> {
+    #[serde(flatten)]
+    line: Line<'a>,
+    /// Unix time in milliseconds.
+    at_ms: u64,
+}
+
 /// One binary's peak RSS in `run-finished`.
 #[derive(Debug, Serialize)]
 struct PeakRss<'a> {
@@ -170,8 +164,44 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// The JSON line (without the newline) for an event.
+/// The version of the JSON stream, in every `run-started` event. It changes only when a
+/// field is removed or renamed or its meaning changes; new fields and new event types keep
+/// it, so readers must ignore what they do not know.
+pub const FORMAT_VERSION: u32 = 1;
+
+fn unix_ms(at: SystemTime) -> Option<u64> {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
+}
+
+fn stamped(line: Line<'_>, at: SystemTime) -> String {
+    let stamped = Stamped {
+        line,
+        at_ms: unix_ms(at).unwrap_or(0),
+    };
+    serde_json::to_string(&stamped).expect("JSON lines serialize")
+}
+
+/// The `--no-run` line for one built test binary, stamped now.
+pub fn test_binary_line(binary: &BinaryId, executable: &std::path::Path) -> String {
+    let executable = executable.display().to_string();
+    let line = Line::TestBinary {
+        binary: binary.into(),
+        executable: &executable,
+    };
+    stamped(line, SystemTime::now())
+}
+
+/// The JSON line (without the newline) for an event, stamped now.
 pub fn line(event: &RunEvent) -> String {
+    line_at(event, SystemTime::now())
+}
+
+/// The JSON line (without the newline) for an event, stamped `now` (`run-started` is
+/// stamped with the run's start).
+pub fn line_at(event: &RunEvent, now: SystemTime) -> String {
+    let mut now = now;
     let line = match event {
         RunEvent::RunStarted {
             profile,
@@ -183,20 +213,21 @@ pub fn line(event: &RunEvent) -> String {
             binaries,
             tests,
             at,
-        } => Line::RunStarted {
-            profile,
-            width: *width,
-            rayon_threads: *rayon_threads,
-            seed: *seed,
-            deterministic: *deterministic,
-            shuffle: *shuffle,
-            binaries: *binaries,
-            tests: *tests,
-            started_at_ms: at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_millis() as u64),
-        },
+        } => {
+            now = *at;
+            Line::RunStarted {
+                format_version: FORMAT_VERSION,
+                profile,
+                width: *width,
+                rayon_threads: *rayon_threads,
+                seed: *seed,
+                deterministic: *deterministic,
+                shuffle: *shuffle,
+                binaries: *binaries,
+                tests: *tests,
+                started_at_ms: unix_ms(*at),
+            }
+        }
         RunEvent::Notice { message } => Line::Notice { message },
         RunEvent::BinaryStarted {
             binary,
@@ -337,5 +368,5 @@ pub fn line(event: &RunEvent) -> String {
             exit_code: summary.exit_code,
         },
     };
-    serde_json::to_string(&line).expect("JSON lines serialize")
+    stamped(line, now)
 }

@@ -1,17 +1,31 @@
 //! `--junit PATH`: a JUnit XML report, written when the run ends (quick-junit).
 //!
 //! One `<testsuite>` per test binary (named like the human report names it, `pkg::target`),
-//! one `<testcase>` per test with its time (when known) and `classname` = the binary:
-//! failed tests carry `<failure type="test failure">` with their output, timed-out ones
-//! `<failure type="timeout">`, tests killed for memory `<failure type="killed for memory">`;
-//! ignored tests are `<skipped>` (message: the ignore reason), tests that never ran
-//! `<skipped type="not run">` with the reason. A binary that crashed, was killed or exited
-//! oddly without any of its tests failing gets an extra `(binary)` testcase with an
-//! `<error>`; a binary's unattributed output is the suite's `<system-err>`.
+//! with the `timestamp` its first process started at and the time its processes took; one
+//! `<testcase>` per test with `classname` = the binary and a `time` (0 for a test that did
+//! not run). What CI systems show:
+//!
+//! * a failed test is `<failure type="test failure">` whose `message` is the panic message
+//!   (what follows `panicked at FILE:LINE:COL:`; the first line of the output when there
+//!   is none) and whose body is the test's whole output (its end, when very long);
+//!   timed-out ones are `<failure type="timeout">`, tests killed for memory
+//!   `<failure type="killed for memory">`;
+//! * a test's output is also its testcase's `<system-out>` (the runner keeps one text per
+//!   test, stdout and stderr merged, so there is no per-test `<system-err>`);
+//! * ignored tests are `<skipped>` (message: the ignore reason);
+//! * tests that never ran are `<error type="not run">` with `message` = `not run: REASON`:
+//!   they fail the run (exit 100), so CI must count them, and an error is what CI counts
+//!   apart from both failures and skips;
+//! * a flaky test is a passing testcase with one `<flakyFailure>` per failed attempt.
+//!
+//! A binary that crashed, was killed or exited oddly without any of its tests failing gets
+//! an extra `(binary)` testcase with an `<error>`; a binary's unattributed output is the
+//! suite's `<system-err>`. `tests/junit/junit.xsd` is the schema the report is validated
+//! against (the structure Jenkins and GitLab read, with surefire's flaky elements).
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 
@@ -26,6 +40,8 @@ const MAX_OUTPUT: usize = 256 * 1024;
 struct Suite {
     tests: Vec<TestResult>,
     duration: Option<Duration>,
+    /// When its first process started.
+    started: Option<SystemTime>,
     stray_output: String,
     problem: Option<String>,
 }
@@ -37,6 +53,7 @@ pub struct Junit {
     suites: Vec<(BinaryId, Suite)>,
     index: HashMap<BinaryId, usize>,
     duration: Option<Duration>,
+    started: Option<SystemTime>,
 }
 
 impl Junit {
@@ -48,11 +65,18 @@ impl Junit {
         &mut self.suites[index].1
     }
 
-    /// Takes an event.
+    /// Takes an event, as it happens (a suite's timestamp is when its binary's
+    /// `BinaryStarted` arrives).
     pub fn event(&mut self, event: &RunEvent) {
+        self.event_at(event, SystemTime::now());
+    }
+
+    /// Takes an event that happened at `now`.
+    pub fn event_at(&mut self, event: &RunEvent, now: SystemTime) {
         match event {
+            RunEvent::RunStarted { at, .. } => self.started = Some(*at),
             RunEvent::BinaryStarted { binary, .. } => {
-                self.suite(binary);
+                self.suite(binary).started.get_or_insert(now);
             }
             RunEvent::TestFinished(result) => {
                 self.suite(&result.binary).tests.push(result.clone());
@@ -117,17 +141,25 @@ impl Junit {
         if let Some(duration) = self.duration {
             report.set_time(duration);
         }
+        if let Some(at) = self.started {
+            report.set_timestamp(timestamp(at));
+        }
         for (binary, suite) in &self.suites {
             let id = binary.to_string();
             let mut test_suite = TestSuite::new(id.as_str());
             if let Some(duration) = suite.duration {
                 test_suite.set_time(duration);
             }
+            if let Some(at) = suite.started.or(self.started) {
+                test_suite.set_timestamp(timestamp(at));
+            }
             for test in &suite.tests {
                 let mut case = TestCase::new(test.name.as_str(), case_status(test));
                 case.set_classname(id.as_str());
-                if let Some(duration) = test.duration {
-                    case.set_time(duration);
+                // Every testcase has a time, as CI tools expect; one that never ran took none.
+                case.set_time(test.duration.unwrap_or_default());
+                if !test.output.is_empty() && test.status != TestStatus::Ignored {
+                    case.set_system_out(tail(&test.output));
                 }
                 test_suite.add_test_case(case);
             }
@@ -172,7 +204,7 @@ fn case_status(test: &TestResult) -> TestCaseStatus {
     };
     match &test.status {
         TestStatus::Passed => TestCaseStatus::success(),
-        TestStatus::Failed => failure("test failure", first_line(&test.output)),
+        TestStatus::Failed => failure("test failure", failure_message(&test.output)),
         TestStatus::TimedOut { after } => failure(
             "timeout",
             format!(
@@ -201,8 +233,10 @@ fn case_status(test: &TestResult) -> TestCaseStatus {
             status
         }
         TestStatus::NotRun { reason } => {
-            let mut status = TestCaseStatus::skipped();
-            status.set_type("not run").set_message(reason.as_str());
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+            status
+                .set_type("not run")
+                .set_message(format!("not run: {reason}"));
             status
         }
         // A pass with `flakyFailure` elements for the attempts that failed first, as
@@ -213,7 +247,7 @@ fn case_status(test: &TestResult) -> TestCaseStatus {
                 let mut rerun = TestRerun::new(NonSuccessKind::Failure);
                 rerun
                     .set_type(attempt.status.keyword())
-                    .set_message(first_line(&attempt.output));
+                    .set_message(failure_message(&attempt.output));
                 if let Some(time) = attempt.duration {
                     rerun.set_time(time);
                 }
@@ -225,6 +259,37 @@ fn case_status(test: &TestResult) -> TestCaseStatus {
             status
         }
     }
+}
+
+/// A failure's `message`: the panic message (the lines after the last `panicked at
+/// FILE:LINE:COL:` up to a backtrace or note), else the first non-empty line.
+pub fn failure_message(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let panic = lines
+        .iter()
+        .rposition(|line| line.contains(" panicked at ") && line.trim_end().ends_with(':'));
+    if let Some(at) = panic {
+        let message: Vec<&str> = lines[at + 1..]
+            .iter()
+            .copied()
+            .take_while(|line| {
+                !line.starts_with("note: ")
+                    && !line.starts_with("stack backtrace:")
+                    && !line.starts_with("thread '")
+            })
+            .collect();
+        let message = message.join("\n");
+        let message = message.trim();
+        if !message.is_empty() {
+            return message.to_string();
+        }
+    }
+    first_line(output)
+}
+
+/// An instant as the `timestamp` attribute wants it (RFC 3339, UTC).
+fn timestamp(at: SystemTime) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::<chrono::Utc>::from(at).fixed_offset()
 }
 
 /// The first non-empty line (a short `message` attribute), or a generic one.

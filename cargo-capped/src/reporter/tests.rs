@@ -504,11 +504,18 @@ fn junit_report() {
     };
     assert_eq!(*kind, NonSuccessKind::Failure);
     assert_eq!(ty.as_ref().unwrap().as_str(), "test failure");
+    // The panic message, not the `panicked at` line; the whole output in the body and in
+    // the testcase's system-out.
     assert_eq!(
         message.as_ref().unwrap().as_str(),
-        "thread 'tests::divides' (77) panicked at tests/integration.rs:9:5:"
+        "attempt to divide by zero"
     );
     assert_eq!(description.as_ref().unwrap().as_str(), PANIC);
+    assert_eq!(
+        case("tests::divides").system_out.as_ref().unwrap().as_str(),
+        PANIC
+    );
+    assert!(integration.timestamp.is_some(), "a suite has a timestamp");
     let TestCaseStatus::NonSuccess { ty, .. } = &case("tests::hangs").status else {
         panic!("hangs")
     };
@@ -521,13 +528,27 @@ fn junit_report() {
         panic!("matmul")
     };
     assert_eq!(message.as_ref().unwrap().as_str(), "needs a GPU");
-    // the lib binary crashed with no failed test: not run, plus a `(binary)` error
+    assert_eq!(
+        case("gpu::matmul").time,
+        Some(Duration::ZERO),
+        "every case has a time"
+    );
+    // the lib binary crashed with no failed test: not run (an error, apart from skipped
+    // tests), plus a `(binary)` error
     let lib = &report.test_suites[1];
-    let TestCaseStatus::Skipped { ty, message, .. } = &lib.test_cases[0].status else {
+    let TestCaseStatus::NonSuccess {
+        kind, ty, message, ..
+    } = &lib.test_cases[0].status
+    else {
         panic!("ffi::call")
     };
+    assert_eq!(*kind, NonSuccessKind::Error);
     assert_eq!(ty.as_ref().unwrap().as_str(), "not run");
-    assert!(message.as_ref().unwrap().as_str().contains("SIGSEGV"));
+    let message = message.as_ref().unwrap().as_str();
+    assert!(
+        message.starts_with("not run: ") && message.contains("SIGSEGV"),
+        "{message}"
+    );
     let binary = &lib.test_cases[1];
     assert_eq!(binary.name.as_str(), "(binary)");
     let TestCaseStatus::NonSuccess { kind, message, .. } = &binary.status else {
@@ -542,6 +563,23 @@ fn junit_report() {
         lib.system_err.as_ref().unwrap().as_str(),
         "Segmentation fault in libfoo"
     );
+}
+
+#[test]
+fn a_failure_message_is_the_panic_message() {
+    use super::junit::failure_message;
+    let output = "setting up\nthread 't' (7) panicked at tests/a.rs:3:5:\nassertion `left == right` failed: off\n  left: 2\n right: 3\nnote: run with `RUST_BACKTRACE=1`\n";
+    assert_eq!(
+        failure_message(output),
+        "assertion `left == right` failed: off\n  left: 2\n right: 3"
+    );
+    let backtrace = "thread 't' panicked at src/lib.rs:1:1:\nboom\nstack backtrace:\n   0: x\n";
+    assert_eq!(failure_message(backtrace), "boom");
+    assert_eq!(
+        failure_message("\n  Error: no file\nmore\n"),
+        "Error: no file"
+    );
+    assert_eq!(failure_message(""), "test failed");
 }
 
 #[test]
