@@ -6,8 +6,9 @@
 //!   `{"bench": name, "value": v, "unit": u, "target": t?}`; this collects them into one
 //!   table, so ratios come from one run on one machine. `cargo xtask bench NAME` runs only
 //!   the benches whose name contains NAME (`cargo xtask bench output`: the runner's output
-//!   handling).
+//!   handling; `cargo xtask bench isolation`: the cost of a process per test).
 
+mod isolation_suite;
 mod mixed_suite;
 mod output_suite;
 
@@ -124,6 +125,10 @@ const BENCHES: &[Bench] = &[
         kind: Kind::Here(runner_output),
     },
     Bench {
+        name: "runner isolation",
+        kind: Kind::Here(runner_isolation),
+    },
+    Bench {
         name: "watchdog",
         kind: Kind::Cargo(&[
             "bench",
@@ -184,6 +189,11 @@ fn runner_mixed_suite(root: &Path) -> Result<Vec<serde_json::Value>, String> {
 /// Runs the output benchmark with the release runner.
 fn runner_output(root: &Path) -> Result<Vec<serde_json::Value>, String> {
     output_suite::run(root, &release_runner(root)?)
+}
+
+/// Runs the isolation benchmark with the release runner.
+fn runner_isolation(root: &Path) -> Result<Vec<serde_json::Value>, String> {
+    isolation_suite::run(root, &release_runner(root)?)
 }
 
 fn bench(filter: Option<&str>) -> ExitCode {

@@ -36,12 +36,12 @@ struct BinarySpec {
 }
 
 /// A suite: its name and binaries.
-struct Shape {
-    name: &'static str,
+pub(crate) struct Shape {
+    pub(crate) name: &'static str,
     binaries: Vec<BinarySpec>,
 }
 
-fn shapes() -> Vec<Shape> {
+pub(crate) fn shapes() -> Vec<Shape> {
     let many_light = (0..4)
         .map(|k| BinarySpec {
             name: ["suite_a", "suite_b", "suite_c", "suite_d"][k],
@@ -88,7 +88,8 @@ fn shapes() -> Vec<Shape> {
 }
 
 impl Shape {
-    fn lower_bound(&self) -> Duration {
+    /// `max(total work / width, each group's work, longest test)`: no schedule can beat it.
+    pub(crate) fn lower_bound(&self) -> Duration {
         let work: u64 = self
             .binaries
             .iter()
@@ -115,8 +116,16 @@ impl Shape {
         )
     }
 
+    /// `--test NAME` for each binary, its name prefixed (`harness_` for the harness form).
+    pub(crate) fn test_args(&self, prefix: &str) -> Vec<String> {
+        self.binaries
+            .iter()
+            .flat_map(|b| ["--test".to_string(), format!("{prefix}{}", b.name)])
+            .collect()
+    }
+
     /// Writes the suite's workspace under `dir` (idempotent).
-    fn generate(&self, dir: &Path, repo: &Path) -> std::io::Result<()> {
+    pub(crate) fn generate(&self, dir: &Path, repo: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir.join("tests"))?;
         std::fs::create_dir_all(dir.join("src"))?;
         std::fs::create_dir_all(dir.join(".config"))?;
@@ -269,6 +278,34 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// Runs a command `runs` times (it must succeed each time) and returns the median wall
+/// time of the whole command.
+pub(crate) fn median_run(
+    program: &Path,
+    dir: &Path,
+    target: &Path,
+    args: &[String],
+    runs: usize,
+) -> Result<Duration, String> {
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let output = cargo_command(program, dir, target, args)
+            .output()
+            .map_err(|e| format!("cannot be run: {e}"))?;
+        let took = started.elapsed();
+        if !output.status.success() {
+            return Err(format!(
+                "failed ({}):\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        samples.push(took);
+    }
+    Ok(median(samples))
+}
+
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -350,16 +387,8 @@ fn run_shape(
     capped_bin: &Path,
     nextest: bool,
 ) -> Result<Vec<serde_json::Value>, String> {
-    let plain: Vec<String> = shape
-        .binaries
-        .iter()
-        .flat_map(|b| ["--test".to_string(), b.name.to_string()])
-        .collect();
-    let harness: Vec<String> = shape
-        .binaries
-        .iter()
-        .flat_map(|b| ["--test".to_string(), format!("harness_{}", b.name)])
-        .collect();
+    let plain = shape.test_args("");
+    let harness = shape.test_args("harness_");
     let capped = capped_bin.display().to_string();
     let with = |head: &[&str], targets: &[String], tail: &[&str]| -> Vec<String> {
         strings(head)
@@ -427,30 +456,14 @@ fn run_shape(
                 shape.name, contender.name
             ));
         }
-        let mut samples = Vec::new();
-        for _ in 0..RUNS {
-            let (program, args) = contender.run.split_first().expect("a command");
-            let program = if program == "cargo" {
-                cargo.to_path_buf()
-            } else {
-                PathBuf::from(program)
-            };
-            let started = Instant::now();
-            let output = cargo_command(&program, dir, target, args)
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", contender.name))?;
-            let took = started.elapsed();
-            if !output.status.success() {
-                return Err(format!(
-                    "{}: {} failed:\n{}",
-                    shape.name,
-                    contender.name,
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
-            samples.push(took);
-        }
-        let makespan = median(samples);
+        let (program, args) = contender.run.split_first().expect("a command");
+        let program = if program == "cargo" {
+            cargo.to_path_buf()
+        } else {
+            PathBuf::from(program)
+        };
+        let makespan = median_run(&program, dir, target, args, RUNS)
+            .map_err(|e| format!("{}: {} {e}", shape.name, contender.name))?;
         let is_capped = contender.name.starts_with("cargo capped");
         rows.push(row(
             format!("{}: {} makespan", shape.name, contender.name),
