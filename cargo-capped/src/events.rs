@@ -141,6 +141,8 @@ pub enum RunEvent {
         tests: usize,
         /// When it started.
         at: SystemTime,
+        /// What every reproduce line of the run shares (build flags, seed and its origin).
+        reproduce: crate::plan::reproduce::ReproduceBase,
     },
     /// Something the user should know that is not a test result: a degrade decision, an
     /// `EMFILE` adaptation, a raised `RLIMIT_NOFILE`, a warning.

@@ -20,6 +20,7 @@
 //! memory watchdog, which must see the real processes.
 
 pub mod partition;
+pub mod reproduce;
 pub mod workspace;
 
 use std::collections::BTreeMap;
@@ -83,6 +84,9 @@ pub struct Plan {
     pub flaky_fails: bool,
     /// Cargo's flags for the build.
     pub cargo: CargoArgs,
+    /// The run options as given on the command line (what reproduce lines repeat, and
+    /// whether the width was asked for explicitly).
+    pub options: RunOptions,
     /// The test-name filter.
     pub filter: Option<String>,
     /// Arguments after `--` for every test binary.
@@ -218,6 +222,7 @@ impl Plan {
             flaky_fails: profile.flaky_result == Some(FlakyResult::Fail),
             caps,
             cargo: input.cargo,
+            options: input.options.clone(),
             filter: input.filter,
             test_args: input.test_args,
             output: input.output,

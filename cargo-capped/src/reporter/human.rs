@@ -24,8 +24,10 @@ use std::path::Path;
 
 use super::Verbosity;
 use super::style::{Painter, Style, bracketed_duration, millis, seconds};
-use crate::events::{BinaryId, RunEvent, RunSummary, TestResult, TestStatus};
+use crate::events::{RunEvent, RunSummary, TestResult, TestStatus};
 use crate::libtest::{describe_end_signal, describe_signal};
+use crate::plan::reproduce::ReproduceBase;
+use capped_model::SeedOrigin;
 use capped_model::units::{format_duration, format_size};
 
 /// How many not-run tests the summary names one by one.
@@ -36,10 +38,8 @@ const PEAKS_LISTED: usize = 5;
 /// The run's settings, from `RunStarted`.
 #[derive(Debug, Clone)]
 struct Header {
-    profile: String,
     width: u32,
-    seed: u64,
-    deterministic: bool,
+    reproduce: ReproduceBase,
 }
 
 /// Renders events as text for people; the caller writes it.
@@ -89,13 +89,12 @@ impl Human {
                 shuffle,
                 binaries,
                 tests,
+                reproduce,
                 ..
             } => {
                 self.header = Some(Header {
-                    profile: profile.clone(),
                     width: *width,
-                    seed: *seed,
-                    deterministic: *deterministic,
+                    reproduce: reproduce.clone(),
                 });
                 if self.verbosity == Verbosity::Quiet {
                     return out;
@@ -479,41 +478,26 @@ impl Human {
         out
     }
 
-    /// How to run a failed test again: the `capped:` reproduction line it printed, else a
-    /// `cargo capped run` command for just that test, with this run's profile and seed.
+    /// How to run a failed test again: the command selecting the run's build, the test's
+    /// binary and the test, with the run's profile and seed (labelled with where the seed
+    /// came from); the same command a failing `#[capped]` test prints. Without a header,
+    /// the `capped:` line the test printed, if any.
     fn reproduce_hint(&self, test: &TestResult) -> Option<String> {
-        if let Some(command) = test
-            .output
-            .lines()
-            .find_map(|line| line.split_once("; reproduce: ").map(|(_, c)| c.trim()))
-        {
-            return Some(command.to_string());
-        }
-        let header = self.header.as_ref()?;
-        let mut command = format!(
-            "cargo capped run --profile {} --seed {}",
-            header.profile, header.seed
-        );
-        if header.deterministic {
-            command.push_str(" --deterministic");
-        }
-        let _ = write!(
-            command,
-            " -p {}{} -- --exact {}",
-            test.binary.package,
-            target_selector(&test.binary),
-            test.name
-        );
-        Some(command)
-    }
-}
-
-/// ` --lib`, ` --test NAME`, … selecting a binary's target in cargo's terms.
-fn target_selector(binary: &BinaryId) -> String {
-    match binary.kind.as_str() {
-        "lib" | "proc-macro" | "rlib" | "dylib" | "cdylib" | "staticlib" => " --lib".to_string(),
-        "bin" | "test" | "bench" | "example" => format!(" --{} {}", binary.kind, binary.target),
-        _ => String::new(),
+        let Some(header) = self.header.as_ref() else {
+            return test
+                .output
+                .lines()
+                .find_map(|line| line.split_once("; reproduce: ").map(|(_, c)| c.trim()))
+                .map(str::to_string);
+        };
+        let reproduce = header.reproduce.for_binary(&test.binary);
+        // A shell comment: the line stays one command to paste.
+        let label = match reproduce.seed_origin {
+            SeedOrigin::Given => "the seed was given",
+            SeedOrigin::Deterministic => "the deterministic seed",
+            SeedOrigin::Random => "the seed was drawn for this run",
+        };
+        Some(format!("{}  # {label}", reproduce.command_for(&test.name)))
     }
 }
 

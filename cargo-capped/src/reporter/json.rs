@@ -183,6 +183,7 @@ pub fn line(event: &RunEvent) -> String {
             binaries,
             tests,
             at,
+            ..
         } => Line::RunStarted {
             profile,
             width: *width,

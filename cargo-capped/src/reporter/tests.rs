@@ -143,6 +143,24 @@ fn events(junit: Option<&Path>) -> Vec<RunEvent> {
             binaries: 2,
             tests: 7,
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            reproduce: crate::plan::reproduce::ReproduceBase {
+                seed_origin: capped_model::SeedOrigin::Deterministic,
+                before: [
+                    "cargo",
+                    "capped",
+                    "run",
+                    "--profile",
+                    "t2",
+                    "--seed",
+                    "42",
+                    "--deterministic",
+                    "--features",
+                    "a b",
+                ]
+                .map(String::from)
+                .to_vec(),
+                test_flags: Vec::new(),
+            },
         },
         RunEvent::Notice {
             message: "raised RLIMIT_NOFILE to 65536".into(),
@@ -293,13 +311,13 @@ Segmentation fault in libfoo
 
 failures:
     pkg::integration tests::divides (failed)
-        reproduce: cargo capped run --profile t2 --seed 42 --deterministic -p pkg --test integration -- --exact tests::divides
+        reproduce: cargo capped run --profile t2 --seed 42 --deterministic --features 'a b' -p pkg --test integration -- --exact tests::divides  # the deterministic seed
     pkg::integration tests::seeded (failed)
-        reproduce: cargo capped run --profile t2 --seed 42 -- --exact tests::seeded
+        reproduce: cargo capped run --profile t2 --seed 42 --deterministic --features 'a b' -p pkg --test integration -- --exact tests::seeded  # the deterministic seed
     pkg::integration tests::hangs (timed-out)
-        reproduce: cargo capped run --profile t2 --seed 42 --deterministic -p pkg --test integration -- --exact tests::hangs
+        reproduce: cargo capped run --profile t2 --seed 42 --deterministic --features 'a b' -p pkg --test integration -- --exact tests::hangs  # the deterministic seed
     pkg::integration tests::eats_memory (killed-mem)
-        reproduce: cargo capped run --profile t2 --seed 42 --deterministic -p pkg --test integration -- --exact tests::eats_memory
+        reproduce: cargo capped run --profile t2 --seed 42 --deterministic --features 'a b' -p pkg --test integration -- --exact tests::eats_memory  # the deterministic seed
 ";
 
 #[test]

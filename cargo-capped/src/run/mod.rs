@@ -162,6 +162,7 @@ pub fn run(
         failing_seen: false,
         interrupted: None,
         loop_started: Instant::now(),
+        reproduce: crate::plan::reproduce::ReproduceBase::from_plan(plan),
         degrade_width: width,
         width,
         emfile: EmfileAdapter::new(plan.caps.test_threads() as usize),
@@ -179,6 +180,7 @@ pub fn run(
         binaries: binaries_count,
         tests: total_tests,
         at: SystemTime::now(),
+        reproduce: runner.reproduce.clone(),
     });
     for message in starting_notices {
         runner.emit(RunEvent::Notice { message });

@@ -75,6 +75,9 @@ pub(super) struct Runner<'a> {
     pub(super) interrupted: Option<i32>,
     /// When the first binary could start.
     pub(super) loop_started: Instant,
+    /// What every reproduce line of the run shares; each binary gets its own
+    /// `CAPPED_REPRODUCE` from it.
+    pub(super) reproduce: crate::plan::reproduce::ReproduceBase,
     /// The width the degrade decisions allow.
     pub(super) degrade_width: u32,
     /// The width in force: the lowest of `degrade_width` and the EMFILE adapter's.
