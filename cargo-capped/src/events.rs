@@ -125,8 +125,14 @@ pub enum RunEvent {
     RunStarted {
         /// The profile's name.
         profile: String,
-        /// The width.
+        /// The width the run starts at.
         width: u32,
+        /// The width asked for (the profile's, or `--test-threads`).
+        requested_width: u32,
+        /// Whether `--test-threads` asked for it on the command line.
+        explicit_width: bool,
+        /// When the run starts below `requested_width`: the readings and levels why.
+        degraded_because: Option<String>,
         /// The global rayon pool's size per process.
         rayon_threads: u32,
         /// The run seed.

@@ -83,6 +83,9 @@ impl Human {
             RunEvent::RunStarted {
                 profile,
                 width,
+                requested_width,
+                explicit_width,
+                degraded_because,
                 rayon_threads,
                 seed,
                 deterministic,
@@ -105,9 +108,22 @@ impl Human {
                     (false, true) => " (shuffled)",
                     (false, false) => "",
                 };
+                // The width and, when the host lowered it, from what and why: on this line,
+                // where whoever reads the header looks for the width.
+                let width_text = match degraded_because {
+                    Some(why) if width < requested_width => {
+                        let from = if *explicit_width {
+                            format!("--test-threads {requested_width}")
+                        } else {
+                            format!("{requested_width}")
+                        };
+                        format!("width {width} (degraded from {from}: {why})")
+                    }
+                    _ => format!("width {width}"),
+                };
                 let _ = writeln!(
                     out,
-                    "{} profile {profile} — width {width}, rayon {rayon_threads}, seed {seed}{mode}",
+                    "{} profile {profile} — {width_text}, rayon {rayon_threads}, seed {seed}{mode}",
                     p.paint(Style::Bold, "cargo capped:")
                 );
                 let _ = writeln!(

@@ -92,6 +92,9 @@ enum Line<'a> {
     RunStarted {
         profile: &'a str,
         width: u32,
+        requested_width: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        degraded_because: Option<&'a str>,
         rayon_threads: u32,
         seed: u64,
         deterministic: bool,
@@ -176,6 +179,8 @@ pub fn line(event: &RunEvent) -> String {
         RunEvent::RunStarted {
             profile,
             width,
+            requested_width,
+            degraded_because,
             rayon_threads,
             seed,
             deterministic,
@@ -187,6 +192,8 @@ pub fn line(event: &RunEvent) -> String {
         } => Line::RunStarted {
             profile,
             width: *width,
+            requested_width: *requested_width,
+            degraded_because: degraded_because.as_deref(),
             rayon_threads: *rayon_threads,
             seed: *seed,
             deterministic: *deterministic,

@@ -136,6 +136,9 @@ fn events(junit: Option<&Path>) -> Vec<RunEvent> {
         RunEvent::RunStarted {
             profile: "t2".into(),
             width: 2,
+            requested_width: 2,
+            explicit_width: false,
+            degraded_because: None,
             rayon_threads: 2,
             seed: 42,
             deterministic: true,
@@ -751,4 +754,33 @@ fn many_not_run_tests_are_cut_short() {
     assert!(err.contains("             pkg t19: "));
     assert!(!err.contains("pkg t20: the run was interrupted before this test ran\n------"));
     assert!(err.contains("… and 5 more\n"));
+}
+
+#[test]
+fn a_degraded_start_is_on_the_header_line_with_what_it_was_and_why() {
+    let mut started = events(None).remove(0);
+    let RunEvent::RunStarted {
+        width,
+        degraded_because,
+        explicit_width,
+        ..
+    } = &mut started
+    else {
+        unreachable!()
+    };
+    *width = 1;
+    *explicit_width = true;
+    *degraded_because =
+        Some("load.1m 5.00 = 2.50 per CPU > 2.00 ([preflight] load-per-cpu-critical)".into());
+    let (out, err) = report(ReporterOptions::default(), &[started.clone()]);
+    assert_eq!(out, "");
+    assert_eq!(
+        err.lines().next().unwrap(),
+        "cargo capped: profile t2 — width 1 (degraded from --test-threads 2: load.1m 5.00 = 2.50 per CPU > 2.00 ([preflight] load-per-cpu-critical)), rayon 2, seed 42 (deterministic)"
+    );
+    let json = crate::reporter::json::line(&started);
+    assert!(
+        json.contains(r#""width":1,"requested_width":2,"degraded_because":"load.1m 5.00"#),
+        "{json}"
+    );
 }

@@ -173,6 +173,12 @@ pub fn run(
     runner.emit(RunEvent::RunStarted {
         profile: plan.profile.clone(),
         width,
+        requested_width: plan.caps.test_threads(),
+        explicit_width: plan.options.test_threads.is_some(),
+        degraded_because: start_width
+            .why
+            .clone()
+            .filter(|_| width < plan.caps.test_threads()),
         rayon_threads: plan.caps.rayon_threads(),
         seed: plan.caps.seed(),
         deterministic: plan.caps.deterministic(),
@@ -188,7 +194,10 @@ pub fn run(
     while let Some(message) = runner.hooks.notice() {
         runner.emit(RunEvent::Notice { message });
     }
-    if let Some(message) = start_width.notice {
+    // A lowered start width is on the header line (`degraded_because`), not a notice.
+    if width == plan.caps.test_threads()
+        && let Some(message) = start_width.notice
+    {
         runner.emit(RunEvent::Notice { message });
     }
     if let Some(partition) = &plan.partition {
