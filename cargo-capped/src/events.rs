@@ -234,6 +234,9 @@ pub struct RunSummary {
     pub groups: BTreeMap<String, GroupStats>,
     /// The most tests executing at once that the run observed.
     pub peak_concurrency: u32,
+    /// Every change of the width during the run (a busy host, `EMFILE`), in order: how long
+    /// after the tests started, and the new width. Empty when it never changed.
+    pub width_changes: Vec<(Duration, u32)>,
     /// The run's own peak RSS.
     pub runner_peak_rss: Option<u64>,
     /// The peak RSS of each test binary's process tree (binary, bytes), in the order the

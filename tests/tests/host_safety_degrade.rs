@@ -323,3 +323,49 @@ fn a_bad_preflight_table_exits_2_naming_its_line() {
     assert!(stderr.contains(".config/capped.toml:3:1"), "{stderr}");
     assert!(!target.exists(), "nothing was built");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_width_lowered_mid_run_is_in_the_summary() {
+    // An idle fake host that the `heat` binary (first: its group claims it) makes busy;
+    // the runner's reading after it ends lowers the width for the light tests left.
+    let host = tempfile::tempdir().unwrap();
+    copy_dir(&host_fixture("idle"), host.path());
+    let scratch = RunScratch::new();
+    let mut command = capped_in("host-safety");
+    command
+        .args(["t2", "--test", "heat", "--test", "light"])
+        .env("CAPPED_HOST_ROOT", host.path())
+        .env("HEAT_HOST_ROOT", host.path());
+    scratch.apply(&mut command);
+    let output = command.output().unwrap();
+    let text = describe(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    let header = header_line(&output);
+    assert!(header.contains("— width 2, "), "started at 2: {header}");
+    assert!(
+        text.contains("degraded t2 → width 1: load.1m 20.00"),
+        "a notice when it changes: {text}"
+    );
+    let concurrency = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .find(|l| l.trim_start().starts_with("Concurrency"))
+        .expect("a concurrency line")
+        .to_string();
+    assert!(
+        concurrency.contains(", width 2, lowered to 1 at "),
+        "{concurrency}"
+    );
+}

@@ -5,7 +5,8 @@
 //!
 //! * 1-minute load per effective CPU above `degrade-load-per-cpu`,
 //! * available memory below `degrade-mem-available`,
-//! * `psi.cpu.some.avg10` above `degrade-psi-cpu`
+//! * `psi.cpu.some.avg10` above `degrade-psi-cpu`, counting only the share that comes from
+//!   outside the run ([`Signals::psi_outside`])
 //!
 //! holds, and gets its width back only when every one of them is on the good side of its
 //! *restore level* (`degrade-restore` × the level for load and PSI, the level ÷
@@ -80,6 +81,37 @@ impl Signals {
             0.0
         };
         self
+    }
+
+    /// `psi.cpu.some.avg10` from outside this run: the pressure times the share of the load
+    /// that is not ours, `(load.1m − own) / load.1m`.
+    ///
+    /// CPU pressure is system-wide: the time some runnable task waited for a CPU. A run that
+    /// keeps every CPU busy (`t2` on two cores, each test with a rayon pool) causes most of
+    /// it itself, and counting that made runs cut themselves to width 1 partway. The
+    /// kernel does not say whose tasks waited, so the waiting is attributed in proportion to
+    /// who is runnable: `load.1m` counts every runnable task, `own_load` ours (on the same
+    /// 1-minute scale), and what is left of the load is the outside's share of the
+    /// pressure. With no load reading, or none of it ours, the pressure counts whole, as
+    /// before the run started.
+    pub fn psi_outside(&self) -> Option<f64> {
+        let psi = self.psi_cpu?;
+        match self.load_1m {
+            Some(load) if load > 0.0 && self.own_load >= 0.005 => {
+                Some(psi * ((load - self.own_load).max(0.0) / load).min(1.0))
+            }
+            _ => Some(psi),
+        }
+    }
+
+    /// `psi.cpu.some.avg10 94.2%` with, when part of the load is ours, the share outside.
+    fn psi_text(&self, outside: f64) -> String {
+        let psi = self.psi_cpu.unwrap_or(0.0);
+        if (psi - outside).abs() < 0.05 {
+            format!("psi.cpu.some.avg10 {psi:.1}%")
+        } else {
+            format!("psi.cpu.some.avg10 {psi:.1}%, {outside:.1}% from outside this run")
+        }
     }
 
     /// Load per CPU after subtracting our own load.
@@ -244,12 +276,14 @@ impl Degrader {
                     l.mem_key
                 ));
             }
-            if let Some(psi) = signals.psi_cpu
+            if let Some(psi) = signals.psi_outside()
                 && psi > l.psi
             {
                 busy.push(format!(
-                    "psi.cpu.some.avg10 {psi:.1}% > {}% ([preflight] {})",
-                    l.psi, l.psi_key
+                    "{} > {}% ([preflight] {})",
+                    signals.psi_text(psi),
+                    l.psi,
+                    l.psi_key
                 ));
             }
             if busy.is_empty() {
@@ -305,14 +339,16 @@ impl Degrader {
                 ));
             }
         }
-        if let Some(psi) = signals.psi_cpu {
+        if let Some(psi) = signals.psi_outside() {
             if psi > psi_level {
                 blocking.push(format!(
-                    "psi.cpu.some.avg10 {psi:.1}% > {psi_level:.1}% (restore level: {restore} × [preflight] {} {}%)",
-                    l.psi_key, l.psi
+                    "{} > {psi_level:.1}% (restore level: {restore} × [preflight] {} {}%)",
+                    signals.psi_text(psi),
+                    l.psi_key,
+                    l.psi
                 ));
             } else {
-                calm.push(format!("psi.cpu.some.avg10 {psi:.1}% ≤ {psi_level:.1}%"));
+                calm.push(format!("{} ≤ {psi_level:.1}%", signals.psi_text(psi)));
             }
         }
         if blocking.is_empty() {
@@ -537,6 +573,44 @@ mod tests {
                 .unwrap()
                 .contains("load.1m 8.00 less our 2.00 = 3.00 per CPU")
         );
+    }
+
+    #[test]
+    fn pressure_the_run_causes_itself_does_not_degrade_it() {
+        // A 2-core host running t2: load 2.3, 2.1 of it ours; 94.2% CPU pressure, nearly
+        // all of it from our own tests competing for the two cores.
+        let own_run = Signals {
+            psi_cpu: Some(94.2),
+            ..load(2.3)
+        }
+        .with_own_load(2.1);
+        let outside = own_run.psi_outside().unwrap();
+        assert!((outside - 94.2 * 0.2 / 2.3).abs() < 1e-9, "{outside}");
+        let mut degrader = Degrader::new(&Thresholds::default(), 2).with_label("t2");
+        let d = degrader.decide_signals(&own_run);
+        assert_eq!((d.width, d.reason), (2, None));
+        // The same pressure with most of the load from elsewhere still degrades, and says
+        // what share was counted.
+        let busy_outside = Signals {
+            psi_cpu: Some(94.2),
+            mem_available: Some(8 * GIB),
+            ..load(2.3)
+        }
+        .with_own_load(0.3);
+        let d = degrader.decide_signals(&busy_outside);
+        assert_eq!(d.width, 1);
+        assert_eq!(
+            d.why.unwrap(),
+            "psi.cpu.some.avg10 94.2%, 81.9% from outside this run > 60% ([preflight] degrade-psi-cpu)"
+        );
+        // Without a load reading there is no share to take: the pressure counts whole.
+        let no_load = Signals {
+            load_1m: None,
+            psi_cpu: Some(61.0),
+            ..load(0.0)
+        }
+        .with_own_load(2.0);
+        assert_eq!(no_load.psi_outside(), Some(61.0));
     }
 
     #[test]

@@ -418,10 +418,11 @@ impl Human {
         if let Some(header) = &self.header {
             let _ = writeln!(
                 out,
-                "{} {} tests at once at peak, width {}",
+                "{} {} tests at once at peak, width {}{}",
                 p.label(Style::Bold, "Concurrency"),
                 summary.peak_concurrency,
-                header.width
+                header.width,
+                width_changes(header.width, &summary.width_changes)
             );
         } else if summary.peak_concurrency > 0 {
             let _ = writeln!(
@@ -515,6 +516,37 @@ impl Human {
         };
         Some(format!("{}  # {label}", reproduce.command_for(&test.name)))
     }
+}
+
+/// How many width changes the summary lists one by one.
+const WIDTH_CHANGES_LISTED: usize = 4;
+
+/// `, lowered to 1 at 3.2s, raised to 2 at 15.0s` after the start width: a run whose width
+/// changed says so where it states its width.
+fn width_changes(start: u32, changes: &[(std::time::Duration, u32)]) -> String {
+    if changes.is_empty() {
+        return String::new();
+    }
+    let mut text = String::new();
+    let mut previous = start;
+    for (at, width) in changes.iter().take(WIDTH_CHANGES_LISTED) {
+        let verb = if *width < previous {
+            "lowered"
+        } else {
+            "raised"
+        };
+        let _ = write!(text, ", {verb} to {width} at {}", seconds(*at).trim());
+        previous = *width;
+    }
+    if changes.len() > WIDTH_CHANGES_LISTED {
+        let last = changes.last().map_or(start, |c| c.1);
+        let _ = write!(
+            text,
+            ", … {} changes in all, ending at {last}",
+            changes.len()
+        );
+    }
+    text
 }
 
 /// `peak 3.1 GiB, cap 2 GiB, by the watchdog`.

@@ -120,6 +120,7 @@ fn summary(junit: Option<&Path>) -> RunSummary {
             ),
         ]),
         peak_concurrency: 2,
+        width_changes: Vec::new(),
         runner_peak_rss: Some(22 * 1024 * 1024),
         binary_peak_rss: vec![
             ("pkg".into(), 31 << 20),
@@ -782,5 +783,34 @@ fn a_degraded_start_is_on_the_header_line_with_what_it_was_and_why() {
     assert!(
         json.contains(r#""width":1,"requested_width":2,"degraded_because":"load.1m 5.00"#),
         "{json}"
+    );
+}
+
+#[test]
+fn the_summary_says_when_the_width_changed_during_the_run() {
+    let mut summary = summary(None);
+    summary.width_changes = vec![
+        (Duration::from_millis(3200), 1),
+        (Duration::from_millis(15_000), 2),
+    ];
+    let mut events = events(None);
+    events.truncate(1);
+    events.push(RunEvent::RunFinished(summary.clone()));
+    let (_, err) = report(ReporterOptions::default(), &events);
+    assert!(
+        err.contains(
+            " Concurrency 2 tests at once at peak, width 2, lowered to 1 at 3.200s, raised to 2 at 15.000s\n"
+        ),
+        "{err}"
+    );
+    summary.width_changes = (0..6)
+        .map(|i| (Duration::from_secs(i), if i % 2 == 0 { 1 } else { 2 }))
+        .collect();
+    events.pop();
+    events.push(RunEvent::RunFinished(summary));
+    let (_, err) = report(ReporterOptions::default(), &events);
+    assert!(
+        err.contains(", raised to 2 at 3.000s, … 6 changes in all, ending at 2\n"),
+        "{err}"
     );
 }

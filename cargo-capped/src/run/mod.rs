@@ -167,6 +167,7 @@ pub fn run(
         width,
         emfile: EmfileAdapter::new(plan.caps.test_threads() as usize),
         width_check_due: false,
+        width_changes: Vec::new(),
         peaks: Vec::new(),
         attempts: std::collections::HashMap::new(),
     };
