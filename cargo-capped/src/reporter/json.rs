@@ -6,7 +6,7 @@
 //! how the human report names it).
 //!
 //! ```text
-//! {"type":"run-started","profile":"t2","width":2,"rayon_threads":2,"seed":42,
+//! {"type":"run-started","profile":"t2","width":2,"requested_width":2,"rayon_threads":2,"seed":42,
 //!  "deterministic":false,"shuffle":false,"binaries":3,"tests":40,"started_at_ms":1767225600000}
 //! {"type":"notice","message":"raised RLIMIT_NOFILE to 65536"}
 //! {"type":"binary-started","binary":{..},"pid":4242,"width_slots":2,"groups":["gpu"]}
