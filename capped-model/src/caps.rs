@@ -38,6 +38,28 @@ pub enum SeedOrigin {
     Random,
 }
 
+impl SeedOrigin {
+    /// `given`, `deterministic` or `drawn`: how a reproduce line labels the seed.
+    pub fn label(self) -> &'static str {
+        match self {
+            SeedOrigin::Given => "given",
+            SeedOrigin::Deterministic => "deterministic",
+            SeedOrigin::Random => "drawn",
+        }
+    }
+
+    /// The origin a [`SeedOrigin::label`] names.
+    pub fn from_label(label: &str) -> Option<SeedOrigin> {
+        [
+            SeedOrigin::Given,
+            SeedOrigin::Deterministic,
+            SeedOrigin::Random,
+        ]
+        .into_iter()
+        .find(|origin| origin.label() == label)
+    }
+}
+
 /// The caps of this process: widths, pool sizes, mode, seed, groups and lock dirs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caps {

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::caps::SeedOrigin;
 use crate::resource::Scope;
 use crate::units;
 
@@ -50,6 +51,9 @@ pub mod env {
     pub const WIDTH_HELD: &str = "CAPPED_WIDTH_HELD";
     /// `1`: `--list` prints each test's resources as JSON lines (harness mode only).
     pub const LIST_RESOURCES: &str = "CAPPED_LIST_RESOURCES";
+    /// How to run a test of this binary again, as [`super::format_reproduce`] writes it:
+    /// the seed's origin and the command that selects the same build and binary.
+    pub const REPRODUCE: &str = "CAPPED_REPRODUCE";
     /// Prefix of the per-group slot variables: `CAPPED_SLOT_GPU=0`.
     pub const SLOT_PREFIX: &str = "CAPPED_SLOT_";
 
@@ -289,6 +293,104 @@ impl NotRunNote {
     }
 }
 
+/// How to run one test of a binary again: the command that selects the same build
+/// (profile, features, target, release) and the same binary, up to the test's name, and
+/// where the run seed in it came from. The runner builds it once per binary and both the
+/// runner's report and a failing `#[capped]` test print [`Reproduce::command_for`], so the
+/// two lines agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reproduce {
+    /// Where the run's seed came from (`--seed` in `words` is always that seed).
+    pub seed_origin: SeedOrigin,
+    /// The command's words, ending where the test's name goes
+    /// (`cargo capped run --profile t2 --seed 7 -p pkg --test it -- --exact`).
+    pub words: Vec<String>,
+}
+
+impl Reproduce {
+    /// The shell command that runs `test` again.
+    pub fn command_for(&self, test: &str) -> String {
+        let mut line = shell_join(&self.words);
+        line.push(' ');
+        line.push_str(&shell_quote(test));
+        line
+    }
+}
+
+/// The `CAPPED_REPRODUCE` value: `ORIGIN:WORDS`, the words shell-quoted and joined by
+/// spaces (so the value reads as the command it is).
+pub fn format_reproduce(reproduce: &Reproduce) -> String {
+    format!(
+        "{}:{}",
+        reproduce.seed_origin.label(),
+        shell_join(&reproduce.words)
+    )
+}
+
+/// Reads a [`format_reproduce`] value back.
+pub fn parse_reproduce(text: &str) -> Result<Reproduce, String> {
+    let (origin, command) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not ORIGIN:COMMAND"))?;
+    let seed_origin = SeedOrigin::from_label(origin).ok_or_else(|| {
+        format!("unknown seed origin `{origin}` (expected given, deterministic or drawn)")
+    })?;
+    let words = shell_split(command)?;
+    if words.is_empty() {
+        return Err("empty command".to_string());
+    }
+    Ok(Reproduce { seed_origin, words })
+}
+
+/// One word as a POSIX shell reads it back: bare when it holds only characters no shell
+/// treats specially, else in single quotes (a quote inside as `'\''`).
+pub fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn shell_join(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Splits what [`shell_join`] wrote: words separated by spaces, bare or single-quoted,
+/// with `\'` between quoted parts.
+fn shell_split(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' => words.extend(word.take()),
+            '\'' => {
+                let current = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => current.push(c),
+                        None => return Err(format!("unclosed quote in `{text}`")),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err(format!("trailing backslash in `{text}`")),
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
+}
+
 /// Unix time now, in microseconds.
 pub fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -317,6 +419,50 @@ pub struct ListedTest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reproduce_round_trips_and_quotes_for_the_shell() {
+        let reproduce = Reproduce {
+            seed_origin: SeedOrigin::Random,
+            words: [
+                "cargo",
+                "capped",
+                "run",
+                "--profile",
+                "t2",
+                "--seed",
+                "7",
+                "--features",
+                "a b",
+                "--config",
+                "x='y'",
+                "--",
+                "--exact",
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
+        let text = format_reproduce(&reproduce);
+        assert_eq!(
+            text,
+            r#"drawn:cargo capped run --profile t2 --seed 7 --features 'a b' --config 'x='\''y'\''' -- --exact"#
+        );
+        assert_eq!(parse_reproduce(&text).unwrap(), reproduce);
+        assert_eq!(
+            reproduce.command_for("tests::it works"),
+            r#"cargo capped run --profile t2 --seed 7 --features 'a b' --config 'x='\''y'\''' -- --exact 'tests::it works'"#
+        );
+        for origin in [SeedOrigin::Given, SeedOrigin::Deterministic] {
+            let r = Reproduce {
+                seed_origin: origin,
+                ..reproduce.clone()
+            };
+            assert_eq!(parse_reproduce(&format_reproduce(&r)).unwrap(), r);
+        }
+        assert!(parse_reproduce("random:cargo test").is_err());
+        assert!(parse_reproduce("given:").is_err());
+        assert!(parse_reproduce("given:cargo 'open").is_err());
+    }
 
     #[test]
     fn groups_round_trip() {

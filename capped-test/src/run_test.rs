@@ -13,10 +13,10 @@ use crate::context::{TestContext, with_context};
 use crate::init::ensure_init;
 use crate::test_spec::{ShouldPanic, TestReturn, TestSpec};
 use capped_model::derive_seed;
-use capped_model::protocol::{Event, Outcome, now_us};
+use capped_model::protocol::{Event, Outcome, Reproduce, now_us};
 use capped_model::resource::{Guard, Request};
 use capped_model::units::format_duration;
-use capped_model::{Caps, SeedOrigin, caps};
+use capped_model::{Caps, caps};
 
 /// The resources `spec` declares, as a request under `caps`.
 pub fn request_for(spec: &TestSpec) -> Request {
@@ -78,16 +78,32 @@ pub fn judge(
     }
 }
 
-/// The line printed under a failing test: its seed and how to run it again.
+/// The line printed under a failing test: its seed and how to run it again. Under the
+/// runner the command is the one the runner built for this binary (`CAPPED_REPRODUCE`:
+/// the same build, package, target and seed), so it agrees with the runner's report.
 pub fn reproduce_line(name: &str, full_path: &str, caps: &Caps) -> String {
+    let from_runner = caps
+        .under_runner()
+        .then(|| std::env::var(capped_model::protocol::env::REPRODUCE).ok())
+        .flatten()
+        .and_then(|text| capped_model::protocol::parse_reproduce(&text).ok());
+    reproduce_line_with(name, full_path, caps, from_runner.as_ref())
+}
+
+/// [`reproduce_line`] with the runner's `CAPPED_REPRODUCE`, when there is one.
+pub fn reproduce_line_with(
+    name: &str,
+    full_path: &str,
+    caps: &Caps,
+    from_runner: Option<&Reproduce>,
+) -> String {
     let seed = derive_seed(caps.seed(), full_path);
-    let origin = match caps.seed_origin() {
-        SeedOrigin::Given => "given",
-        SeedOrigin::Deterministic => "deterministic",
-        SeedOrigin::Random => "random",
-    };
-    let command = match caps.profile() {
-        Some(profile) if caps.under_runner() => {
+    // The runner hands every test process its seed as given; where it came from is the
+    // runner's to say.
+    let origin = from_runner.map_or(caps.seed_origin(), |r| r.seed_origin);
+    let command = match (from_runner, caps.profile()) {
+        (Some(reproduce), _) => reproduce.command_for(name),
+        (None, Some(profile)) if caps.under_runner() => {
             format!(
                 "cargo capped run --profile {profile} --seed {} -- --exact {name}",
                 caps.seed()
@@ -96,10 +112,10 @@ pub fn reproduce_line(name: &str, full_path: &str, caps: &Caps) -> String {
         _ => format!("CAPPED_SEED={} cargo test -- --exact {name}", caps.seed()),
     };
     format!(
-        "capped: {name} failed with seed {seed} (run seed {} , {origin}); reproduce: {command}",
-        caps.seed()
+        "capped: {name} failed with seed {seed} (run seed {}, {}); reproduce: {command}",
+        caps.seed(),
+        origin.label()
     )
-    .replace(" , ", ", ")
 }
 
 pub(crate) fn context_for(spec: &TestSpec, name: &str, guard: &Guard, caps: &Caps) -> TestContext {

@@ -125,8 +125,14 @@ pub enum RunEvent {
     RunStarted {
         /// The profile's name.
         profile: String,
-        /// The width.
+        /// The width the run starts at.
         width: u32,
+        /// The width asked for (the profile's, or `--test-threads`).
+        requested_width: u32,
+        /// Whether `--test-threads` asked for it on the command line.
+        explicit_width: bool,
+        /// When the run starts below `requested_width`: the readings and levels why.
+        degraded_because: Option<String>,
         /// The global rayon pool's size per process.
         rayon_threads: u32,
         /// The run seed.
@@ -141,6 +147,8 @@ pub enum RunEvent {
         tests: usize,
         /// When it started.
         at: SystemTime,
+        /// What every reproduce line of the run shares (build flags, seed and its origin).
+        reproduce: crate::plan::reproduce::ReproduceBase,
     },
     /// Something the user should know that is not a test result: a degrade decision, an
     /// `EMFILE` adaptation, a raised `RLIMIT_NOFILE`, a warning.
@@ -226,6 +234,9 @@ pub struct RunSummary {
     pub groups: BTreeMap<String, GroupStats>,
     /// The most tests executing at once that the run observed.
     pub peak_concurrency: u32,
+    /// Every change of the width during the run (a busy host, `EMFILE`), in order: how long
+    /// after the tests started, and the new width. Empty when it never changed.
+    pub width_changes: Vec<(Duration, u32)>,
     /// The run's own peak RSS.
     pub runner_peak_rss: Option<u64>,
     /// The peak RSS of each test binary's process tree (binary, bytes), in the order the

@@ -1,6 +1,6 @@
 //! The host's state end to end: a busy host (fixture readings through `CAPPED_HOST_ROOT`)
-//! degrades `t2` to width 1 with one notice naming the reading and the level, `--no-degrade`
-//! keeps 2; `cargo capped preflight --message-format json` has every reading and a bad
+//! degrades `t2` to width 1, the header line naming the reading and the level, `--no-degrade`
+//! keeps 2, an explicit `--test-threads` is kept unless a reading is critical; `cargo capped preflight --message-format json` has every reading and a bad
 //! `[preflight]` table exits 2 naming its line; `--partition hash:K/N` runs every test in
 //! exactly one of the N partitions.
 
@@ -75,23 +75,47 @@ fn started_width(output: &std::process::Output) -> u64 {
         .expect("run-started")
 }
 
+fn run_started(output: &std::process::Output) -> serde_json::Value {
+    json_lines(output)
+        .into_iter()
+        .find(|l| l["type"] == "run-started")
+        .expect("run-started")
+}
+
+/// The human header line (`cargo capped: profile …`), on stderr.
+fn header_line(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .find(|l| l.starts_with("cargo capped: profile"))
+        .expect("a header line")
+        .to_string()
+}
+
 #[test]
 fn a_busy_host_degrades_t2_to_width_1_and_no_degrade_keeps_2() {
     let (output, intervals) = light_run("busy", &[]);
-    let degraded: Vec<String> = notices(&output)
-        .into_iter()
-        .filter(|n| n.starts_with("degraded "))
-        .collect();
-    assert_eq!(degraded.len(), 1, "one line: {degraded:?}");
-    let line = &degraded[0];
-    eprintln!("{line}");
+    // The reason is on the header line (and in run-started), not in a later notice.
+    let header = header_line(&output);
     assert!(
-        line.starts_with("degraded t2 → width 1: load.1m 7.90"),
-        "{line}"
+        header.starts_with("cargo capped: profile t2 — width 1 (degraded from 2: load.1m 7.90"),
+        "{header}"
     );
     assert!(
-        line.contains("> 1.50 ([preflight] degrade-load-per-cpu)"),
-        "names the level: {line}"
+        header.contains("> 1.50 ([preflight] degrade-load-per-cpu)"),
+        "names the level: {header}"
+    );
+    let started = run_started(&output);
+    assert_eq!(started["requested_width"], 2, "{started}");
+    assert!(
+        started["degraded_because"]
+            .as_str()
+            .is_some_and(|why| why.starts_with("load.1m 7.90")),
+        "{started}"
+    );
+    assert!(
+        notices(&output).iter().all(|n| !n.starts_with("degraded ")),
+        "said once, on the header: {:?}",
+        notices(&output)
     );
     assert_eq!(started_width(&output), 1);
     assert_eq!(max_overlap(&intervals), 1, "{intervals:#?}");
@@ -103,6 +127,7 @@ fn a_busy_host_degrades_t2_to_width_1_and_no_degrade_keeps_2() {
         notices(&output)
     );
     assert_eq!(started_width(&output), 2);
+    assert!(header_line(&output).contains("— width 2, "));
     assert_eq!(max_overlap(&intervals), 2, "{intervals:#?}");
 
     // An idle host keeps the width without a word about it.
@@ -115,6 +140,33 @@ fn a_busy_host_degrades_t2_to_width_1_and_no_degrade_keeps_2() {
         notices(&output)
     );
     assert_eq!(max_overlap(&intervals), 2, "{intervals:#?}");
+}
+
+#[test]
+fn an_explicit_test_threads_is_kept_unless_a_reading_is_critical() {
+    // warm: load 7.0 on 4 CPUs = 1.75 per CPU, past degrade-load-per-cpu (1.5) but below
+    // load-per-cpu-critical (2.0). The profile's width degrades; an explicit one is kept.
+    let (output, _) = light_run("warm", &[]);
+    assert_eq!(started_width(&output), 1, "{}", header_line(&output));
+    let (output, intervals) = light_run("warm", &["--test-threads", "2"]);
+    assert_eq!(started_width(&output), 2, "{}", header_line(&output));
+    assert!(
+        header_line(&output).contains("— width 2, "),
+        "{}",
+        header_line(&output)
+    );
+    assert_eq!(max_overlap(&intervals), 2, "{intervals:#?}");
+    // busy: 3.95 per CPU is critical, so even an explicit width is lowered, and the header
+    // says from what and why.
+    let (output, intervals) = light_run("busy", &["--test-threads", "2"]);
+    let header = header_line(&output);
+    assert!(
+        header.starts_with(
+            "cargo capped: profile t2 — width 1 (degraded from --test-threads 2: load.1m 7.90 = 3.95 per CPU > 2.00 ([preflight] load-per-cpu-critical)"
+        ),
+        "{header}"
+    );
+    assert_eq!(max_overlap(&intervals), 1, "{intervals:#?}");
 }
 
 #[test]
@@ -270,4 +322,50 @@ fn a_bad_preflight_table_exits_2_naming_its_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(".config/capped.toml:3:1"), "{stderr}");
     assert!(!target.exists(), "nothing was built");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_width_lowered_mid_run_is_in_the_summary() {
+    // An idle fake host that the `heat` binary (first: its group claims it) makes busy;
+    // the runner's reading after it ends lowers the width for the light tests left.
+    let host = tempfile::tempdir().unwrap();
+    copy_dir(&host_fixture("idle"), host.path());
+    let scratch = RunScratch::new();
+    let mut command = capped_in("host-safety");
+    command
+        .args(["t2", "--test", "heat", "--test", "light"])
+        .env("CAPPED_HOST_ROOT", host.path())
+        .env("HEAT_HOST_ROOT", host.path());
+    scratch.apply(&mut command);
+    let output = command.output().unwrap();
+    let text = describe(&output);
+    assert_eq!(exit_code(&output), 0, "{text}");
+    let header = header_line(&output);
+    assert!(header.contains("— width 2, "), "started at 2: {header}");
+    assert!(
+        text.contains("degraded t2 → width 1: load.1m 20.00"),
+        "a notice when it changes: {text}"
+    );
+    let concurrency = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .find(|l| l.trim_start().starts_with("Concurrency"))
+        .expect("a concurrency line")
+        .to_string();
+    assert!(
+        concurrency.contains(", width 2, lowered to 1 at "),
+        "{concurrency}"
+    );
 }

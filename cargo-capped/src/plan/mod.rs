@@ -20,6 +20,7 @@
 //! memory watchdog, which must see the real processes.
 
 pub mod partition;
+pub mod reproduce;
 pub mod workspace;
 
 use std::collections::BTreeMap;
@@ -90,6 +91,9 @@ pub struct Plan {
     pub require: Vec<String>,
     /// Cargo's flags for the build.
     pub cargo: CargoArgs,
+    /// The run options as given on the command line (what reproduce lines repeat, and
+    /// whether the width was asked for explicitly).
+    pub options: RunOptions,
     /// The test-name filter.
     pub filter: Option<String>,
     /// Arguments after `--` for every test binary.
@@ -253,6 +257,7 @@ impl Plan {
             require: profile.require.clone(),
             caps,
             cargo: input.cargo,
+            options: input.options.clone(),
             filter: input.filter,
             test_args: with_no_capture(input.test_args, input.output.no_capture),
             output: input.output,

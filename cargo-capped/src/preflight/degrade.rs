@@ -5,12 +5,18 @@
 //!
 //! * 1-minute load per effective CPU above `degrade-load-per-cpu`,
 //! * available memory below `degrade-mem-available`,
-//! * `psi.cpu.some.avg10` above `degrade-psi-cpu`
+//! * `psi.cpu.some.avg10` above `degrade-psi-cpu`, counting only the share that comes from
+//!   outside the run ([`Signals::psi_outside`])
 //!
 //! holds, and gets its width back only when every one of them is on the good side of its
 //! *restore level* (`degrade-restore` × the level for load and PSI, the level ÷
 //! `degrade-restore` for memory). Between the two levels the width stays where it is, so a
 //! reading hovering around a threshold does not make the run flap.
+//!
+//! A width the user asked for on the command line (`--test-threads N`) is honoured unless a
+//! reading is *critical*: an [`Degrader::explicit`] degrader judges by the `*-critical`
+//! levels (`load-per-cpu-critical`, `mem-available-critical`, `psi-cpu-critical`) instead of
+//! the `degrade-*` ones, with the same hysteresis.
 //!
 //! `--no-degrade` is the caller not asking, or asking a [`Degrader::disabled`] one.
 
@@ -77,6 +83,37 @@ impl Signals {
         self
     }
 
+    /// `psi.cpu.some.avg10` from outside this run: the pressure times the share of the load
+    /// that is not ours, `(load.1m − own) / load.1m`.
+    ///
+    /// CPU pressure is system-wide: the time some runnable task waited for a CPU. A run that
+    /// keeps every CPU busy (`t2` on two cores, each test with a rayon pool) causes most of
+    /// it itself, and counting that made runs cut themselves to width 1 partway. The
+    /// kernel does not say whose tasks waited, so the waiting is attributed in proportion to
+    /// who is runnable: `load.1m` counts every runnable task, `own_load` ours (on the same
+    /// 1-minute scale), and what is left of the load is the outside's share of the
+    /// pressure. With no load reading, or none of it ours, the pressure counts whole, as
+    /// before the run started.
+    pub fn psi_outside(&self) -> Option<f64> {
+        let psi = self.psi_cpu?;
+        match self.load_1m {
+            Some(load) if load > 0.0 && self.own_load >= 0.005 => {
+                Some(psi * ((load - self.own_load).max(0.0) / load).min(1.0))
+            }
+            _ => Some(psi),
+        }
+    }
+
+    /// `psi.cpu.some.avg10 94.2%` with, when part of the load is ours, the share outside.
+    fn psi_text(&self, outside: f64) -> String {
+        let psi = self.psi_cpu.unwrap_or(0.0);
+        if (psi - outside).abs() < 0.05 {
+            format!("psi.cpu.some.avg10 {psi:.1}%")
+        } else {
+            format!("psi.cpu.some.avg10 {psi:.1}%, {outside:.1}% from outside this run")
+        }
+    }
+
     /// Load per CPU after subtracting our own load.
     pub fn load_per_cpu(&self) -> Option<f64> {
         self.load_1m
@@ -96,12 +133,27 @@ pub struct Decision {
     /// One line naming the readings and thresholds behind a degraded or restored width;
     /// `None` when running at the requested width with nothing to report.
     pub reason: Option<String>,
+    /// While degraded: the readings and levels that keep it so (the part of `reason` after
+    /// the colon), for the header line.
+    pub why: Option<String>,
+}
+
+/// The levels a degrader judges by, with the `[preflight]` keys that set them.
+#[derive(Debug, Clone)]
+struct Levels {
+    load: f64,
+    load_key: &'static str,
+    mem: u64,
+    mem_key: &'static str,
+    psi: f64,
+    psi_key: &'static str,
 }
 
 /// Decides the width from successive readings, remembering whether it is degraded.
 #[derive(Debug, Clone)]
 pub struct Degrader {
     thresholds: Thresholds,
+    levels: Levels,
     requested: usize,
     label: String,
     degraded: bool,
@@ -113,6 +165,14 @@ impl Degrader {
     pub fn new(thresholds: &Thresholds, requested_width: usize) -> Self {
         Degrader {
             thresholds: thresholds.clone(),
+            levels: Levels {
+                load: thresholds.degrade_load_per_cpu,
+                load_key: "degrade-load-per-cpu",
+                mem: thresholds.degrade_mem_available,
+                mem_key: "degrade-mem-available",
+                psi: thresholds.degrade_psi_cpu,
+                psi_key: "degrade-psi-cpu",
+            },
             requested: requested_width.max(1),
             label: format!("width {}", requested_width.max(1)),
             degraded: false,
@@ -126,6 +186,21 @@ impl Degrader {
             disabled: true,
             ..Degrader::new(&Thresholds::default(), requested_width)
         }
+    }
+
+    /// For a width given explicitly (`--test-threads N`): degrade only on a critical
+    /// reading (the `*-critical` levels), not at the `degrade-*` levels.
+    pub fn explicit(mut self) -> Self {
+        let t = &self.thresholds;
+        self.levels = Levels {
+            load: t.load_per_cpu_critical,
+            load_key: "load-per-cpu-critical",
+            mem: t.mem_available_critical,
+            mem_key: "mem-available-critical",
+            psi: t.psi_cpu_critical,
+            psi_key: "psi-cpu-critical",
+        };
+        self
     }
 
     /// Names the run in reasons (e.g. the profile, `t2`); the default is `width N`.
@@ -161,10 +236,11 @@ impl Degrader {
                 degraded: false,
                 changed: false,
                 reason: None,
+                why: None,
             };
         }
-        let t = &self.thresholds;
-        let restore = t.degrade_restore;
+        let restore = self.thresholds.degrade_restore;
+        let l = &self.levels;
         let per_cpu = signals.load_per_cpu();
         let load_text = |per_cpu: f64| {
             let load = signals.load_1m.unwrap_or(0.0);
@@ -181,29 +257,33 @@ impl Degrader {
         if !self.degraded {
             let mut busy = Vec::new();
             if let Some(per_cpu) = per_cpu
-                && per_cpu > t.degrade_load_per_cpu
+                && per_cpu > l.load
             {
                 busy.push(format!(
-                    "{} > {:.2} ([preflight] degrade-load-per-cpu)",
+                    "{} > {:.2} ([preflight] {})",
                     load_text(per_cpu),
-                    t.degrade_load_per_cpu
+                    l.load,
+                    l.load_key
                 ));
             }
             if let Some(available) = signals.mem_available
-                && available < t.degrade_mem_available
+                && available < l.mem
             {
                 busy.push(format!(
-                    "mem.available {} < {} ([preflight] degrade-mem-available)",
+                    "mem.available {} < {} ([preflight] {})",
                     format_size(available),
-                    format_size(t.degrade_mem_available)
+                    format_size(l.mem),
+                    l.mem_key
                 ));
             }
-            if let Some(psi) = signals.psi_cpu
-                && psi > t.degrade_psi_cpu
+            if let Some(psi) = signals.psi_outside()
+                && psi > l.psi
             {
                 busy.push(format!(
-                    "psi.cpu.some.avg10 {psi:.1}% > {}% ([preflight] degrade-psi-cpu)",
-                    t.degrade_psi_cpu
+                    "{} > {}% ([preflight] {})",
+                    signals.psi_text(psi),
+                    l.psi,
+                    l.psi_key
                 ));
             }
             if busy.is_empty() {
@@ -212,31 +292,31 @@ impl Degrader {
                     degraded: false,
                     changed: false,
                     reason: None,
+                    why: None,
                 };
             }
             self.degraded = true;
+            let why = busy.join("; ");
             return Decision {
                 width: 1,
                 degraded: true,
                 changed: true,
-                reason: Some(format!(
-                    "degraded {} → width 1: {}",
-                    self.label,
-                    busy.join("; ")
-                )),
+                reason: Some(format!("degraded {} → width 1: {why}", self.label)),
+                why: Some(why),
             };
         }
-        let load_level = t.degrade_load_per_cpu * restore;
-        let mem_level = (t.degrade_mem_available as f64 / restore).min(u64::MAX as f64) as u64;
-        let psi_level = t.degrade_psi_cpu * restore;
+        let load_level = l.load * restore;
+        let mem_level = (l.mem as f64 / restore).min(u64::MAX as f64) as u64;
+        let psi_level = l.psi * restore;
         let mut blocking = Vec::new();
         let mut calm = Vec::new();
         if let Some(per_cpu) = per_cpu {
             if per_cpu > load_level {
                 blocking.push(format!(
-                    "{} > {load_level:.2} (restore level: {restore} × [preflight] degrade-load-per-cpu {:.2})",
+                    "{} > {load_level:.2} (restore level: {restore} × [preflight] {} {:.2})",
                     load_text(per_cpu),
-                    t.degrade_load_per_cpu
+                    l.load_key,
+                    l.load
                 ));
             } else {
                 calm.push(format!("{} ≤ {load_level:.2}", load_text(per_cpu)));
@@ -245,10 +325,11 @@ impl Degrader {
         if let Some(available) = signals.mem_available {
             if available < mem_level {
                 blocking.push(format!(
-                    "mem.available {} < {} (restore level: [preflight] degrade-mem-available {} / {restore})",
+                    "mem.available {} < {} (restore level: [preflight] {} {} / {restore})",
                     format_size(available),
                     format_size(mem_level),
-                    format_size(t.degrade_mem_available)
+                    l.mem_key,
+                    format_size(l.mem)
                 ));
             } else {
                 calm.push(format!(
@@ -258,14 +339,16 @@ impl Degrader {
                 ));
             }
         }
-        if let Some(psi) = signals.psi_cpu {
+        if let Some(psi) = signals.psi_outside() {
             if psi > psi_level {
                 blocking.push(format!(
-                    "psi.cpu.some.avg10 {psi:.1}% > {psi_level:.1}% (restore level: {restore} × [preflight] degrade-psi-cpu {}%)",
-                    t.degrade_psi_cpu
+                    "{} > {psi_level:.1}% (restore level: {restore} × [preflight] {} {}%)",
+                    signals.psi_text(psi),
+                    l.psi_key,
+                    l.psi
                 ));
             } else {
-                calm.push(format!("psi.cpu.some.avg10 {psi:.1}% ≤ {psi_level:.1}%"));
+                calm.push(format!("{} ≤ {psi_level:.1}%", signals.psi_text(psi)));
             }
         }
         if blocking.is_empty() {
@@ -283,17 +366,16 @@ impl Degrader {
                     "restored {} (width {}): {why}",
                     self.label, self.requested
                 )),
+                why: None,
             };
         }
+        let why = blocking.join("; ");
         Decision {
             width: 1,
             degraded: true,
             changed: false,
-            reason: Some(format!(
-                "{} stays at width 1: {}",
-                self.label,
-                blocking.join("; ")
-            )),
+            reason: Some(format!("{} stays at width 1: {why}", self.label)),
+            why: Some(why),
         }
     }
 }
@@ -365,7 +447,8 @@ mod tests {
                 width: 2,
                 degraded: false,
                 changed: false,
-                reason: None
+                reason: None,
+                why: None
             }
         );
     }
@@ -490,6 +573,79 @@ mod tests {
                 .unwrap()
                 .contains("load.1m 8.00 less our 2.00 = 3.00 per CPU")
         );
+    }
+
+    #[test]
+    fn pressure_the_run_causes_itself_does_not_degrade_it() {
+        // A 2-core host running t2: load 2.3, 2.1 of it ours; 94.2% CPU pressure, nearly
+        // all of it from our own tests competing for the two cores.
+        let own_run = Signals {
+            psi_cpu: Some(94.2),
+            ..load(2.3)
+        }
+        .with_own_load(2.1);
+        let outside = own_run.psi_outside().unwrap();
+        assert!((outside - 94.2 * 0.2 / 2.3).abs() < 1e-9, "{outside}");
+        let mut degrader = Degrader::new(&Thresholds::default(), 2).with_label("t2");
+        let d = degrader.decide_signals(&own_run);
+        assert_eq!((d.width, d.reason), (2, None));
+        // The same pressure with most of the load from elsewhere still degrades, and says
+        // what share was counted.
+        let busy_outside = Signals {
+            psi_cpu: Some(94.2),
+            mem_available: Some(8 * GIB),
+            ..load(2.3)
+        }
+        .with_own_load(0.3);
+        let d = degrader.decide_signals(&busy_outside);
+        assert_eq!(d.width, 1);
+        assert_eq!(
+            d.why.unwrap(),
+            "psi.cpu.some.avg10 94.2%, 81.9% from outside this run > 60% ([preflight] degrade-psi-cpu)"
+        );
+        // Without a load reading there is no share to take: the pressure counts whole.
+        let no_load = Signals {
+            load_1m: None,
+            psi_cpu: Some(61.0),
+            ..load(0.0)
+        }
+        .with_own_load(2.0);
+        assert_eq!(no_load.psi_outside(), Some(61.0));
+    }
+
+    #[test]
+    fn an_explicit_width_degrades_only_on_a_critical_reading() {
+        // 1.75 per CPU: past degrade-load-per-cpu 1.5, below load-per-cpu-critical 2.0.
+        let warm = load(3.5);
+        assert_eq!(
+            Degrader::new(&Thresholds::default(), 2)
+                .decide_signals(&warm)
+                .width,
+            1
+        );
+        let mut explicit = Degrader::new(&Thresholds::default(), 2).explicit();
+        let kept = explicit.decide_signals(&warm);
+        assert_eq!((kept.width, kept.reason, kept.why), (2, None, None));
+        let psi = Signals {
+            psi_cpu: Some(70.0),
+            ..load(0.0)
+        };
+        assert_eq!(explicit.decide_signals(&psi).width, 2, "70% < 80% critical");
+        let critical = explicit.decide_signals(&load(5.0));
+        assert_eq!(critical.width, 1);
+        assert_eq!(
+            critical.why.as_deref(),
+            Some("load.1m 5.00 = 2.50 per CPU > 2.00 ([preflight] load-per-cpu-critical)")
+        );
+        // Restores at 0.75 × the critical level, with the same hysteresis.
+        let stay = explicit.decide_signals(&load(3.5));
+        assert_eq!(stay.width, 1);
+        assert!(
+            stay.why
+                .unwrap()
+                .contains("restore level: 0.75 × [preflight] load-per-cpu-critical 2.00"),
+        );
+        assert_eq!(explicit.decide_signals(&load(2.0)).width, 2);
     }
 
     #[test]

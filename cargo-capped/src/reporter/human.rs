@@ -24,8 +24,10 @@ use std::path::Path;
 
 use super::Verbosity;
 use super::style::{Painter, Style, bracketed_duration, millis, seconds};
-use crate::events::{BinaryId, RunEvent, RunSummary, TestResult, TestStatus};
+use crate::events::{RunEvent, RunSummary, TestResult, TestStatus};
 use crate::libtest::{describe_end_signal, describe_signal};
+use crate::plan::reproduce::ReproduceBase;
+use capped_model::SeedOrigin;
 use capped_model::units::{format_duration, format_size};
 
 /// How many not-run tests the summary names one by one.
@@ -36,10 +38,8 @@ const PEAKS_LISTED: usize = 5;
 /// The run's settings, from `RunStarted`.
 #[derive(Debug, Clone)]
 struct Header {
-    profile: String,
     width: u32,
-    seed: u64,
-    deterministic: bool,
+    reproduce: ReproduceBase,
 }
 
 /// Renders events as text for people; the caller writes it.
@@ -83,19 +83,21 @@ impl Human {
             RunEvent::RunStarted {
                 profile,
                 width,
+                requested_width,
+                explicit_width,
+                degraded_because,
                 rayon_threads,
                 seed,
                 deterministic,
                 shuffle,
                 binaries,
                 tests,
+                reproduce,
                 ..
             } => {
                 self.header = Some(Header {
-                    profile: profile.clone(),
                     width: *width,
-                    seed: *seed,
-                    deterministic: *deterministic,
+                    reproduce: reproduce.clone(),
                 });
                 if self.verbosity == Verbosity::Quiet {
                     return out;
@@ -106,9 +108,22 @@ impl Human {
                     (false, true) => " (shuffled)",
                     (false, false) => "",
                 };
+                // The width and, when the host lowered it, from what and why: on this line,
+                // where whoever reads the header looks for the width.
+                let width_text = match degraded_because {
+                    Some(why) if width < requested_width => {
+                        let from = if *explicit_width {
+                            format!("--test-threads {requested_width}")
+                        } else {
+                            format!("{requested_width}")
+                        };
+                        format!("width {width} (degraded from {from}: {why})")
+                    }
+                    _ => format!("width {width}"),
+                };
                 let _ = writeln!(
                     out,
-                    "{} profile {profile} — width {width}, rayon {rayon_threads}, seed {seed}{mode}",
+                    "{} profile {profile} — {width_text}, rayon {rayon_threads}, seed {seed}{mode}",
                     p.paint(Style::Bold, "cargo capped:")
                 );
                 let _ = writeln!(
@@ -403,10 +418,11 @@ impl Human {
         if let Some(header) = &self.header {
             let _ = writeln!(
                 out,
-                "{} {} tests at once at peak, width {}",
+                "{} {} tests at once at peak, width {}{}",
                 p.label(Style::Bold, "Concurrency"),
                 summary.peak_concurrency,
-                header.width
+                header.width,
+                width_changes(header.width, &summary.width_changes)
             );
         } else if summary.peak_concurrency > 0 {
             let _ = writeln!(
@@ -479,42 +495,58 @@ impl Human {
         out
     }
 
-    /// How to run a failed test again: the `capped:` reproduction line it printed, else a
-    /// `cargo capped run` command for just that test, with this run's profile and seed.
+    /// How to run a failed test again: the command selecting the run's build, the test's
+    /// binary and the test, with the run's profile and seed (labelled with where the seed
+    /// came from); the same command a failing `#[capped]` test prints. Without a header,
+    /// the `capped:` line the test printed, if any.
     fn reproduce_hint(&self, test: &TestResult) -> Option<String> {
-        if let Some(command) = test
-            .output
-            .lines()
-            .find_map(|line| line.split_once("; reproduce: ").map(|(_, c)| c.trim()))
-        {
-            return Some(command.to_string());
-        }
-        let header = self.header.as_ref()?;
-        let mut command = format!(
-            "cargo capped run --profile {} --seed {}",
-            header.profile, header.seed
-        );
-        if header.deterministic {
-            command.push_str(" --deterministic");
-        }
-        let _ = write!(
-            command,
-            " -p {}{} -- --exact {}",
-            test.binary.package,
-            target_selector(&test.binary),
-            test.name
-        );
-        Some(command)
+        let Some(header) = self.header.as_ref() else {
+            return test
+                .output
+                .lines()
+                .find_map(|line| line.split_once("; reproduce: ").map(|(_, c)| c.trim()))
+                .map(str::to_string);
+        };
+        let reproduce = header.reproduce.for_binary(&test.binary);
+        // A shell comment: the line stays one command to paste.
+        let label = match reproduce.seed_origin {
+            SeedOrigin::Given => "the seed was given",
+            SeedOrigin::Deterministic => "the deterministic seed",
+            SeedOrigin::Random => "the seed was drawn for this run",
+        };
+        Some(format!("{}  # {label}", reproduce.command_for(&test.name)))
     }
 }
 
-/// ` --lib`, ` --test NAME`, … selecting a binary's target in cargo's terms.
-fn target_selector(binary: &BinaryId) -> String {
-    match binary.kind.as_str() {
-        "lib" | "proc-macro" | "rlib" | "dylib" | "cdylib" | "staticlib" => " --lib".to_string(),
-        "bin" | "test" | "bench" | "example" => format!(" --{} {}", binary.kind, binary.target),
-        _ => String::new(),
+/// How many width changes the summary lists one by one.
+const WIDTH_CHANGES_LISTED: usize = 4;
+
+/// `, lowered to 1 at 3.2s, raised to 2 at 15.0s` after the start width: a run whose width
+/// changed says so where it states its width.
+fn width_changes(start: u32, changes: &[(std::time::Duration, u32)]) -> String {
+    if changes.is_empty() {
+        return String::new();
     }
+    let mut text = String::new();
+    let mut previous = start;
+    for (at, width) in changes.iter().take(WIDTH_CHANGES_LISTED) {
+        let verb = if *width < previous {
+            "lowered"
+        } else {
+            "raised"
+        };
+        let _ = write!(text, ", {verb} to {width} at {}", seconds(*at).trim());
+        previous = *width;
+    }
+    if changes.len() > WIDTH_CHANGES_LISTED {
+        let last = changes.last().map_or(start, |c| c.1);
+        let _ = write!(
+            text,
+            ", … {} changes in all, ending at {last}",
+            changes.len()
+        );
+    }
+    text
 }
 
 /// `peak 3.1 GiB, cap 2 GiB, by the watchdog`.

@@ -72,6 +72,9 @@ enum Line<'a> {
         format_version: u32,
         profile: &'a str,
         width: u32,
+        requested_width: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        degraded_because: Option<&'a str>,
         rayon_threads: u32,
         seed: u64,
         deterministic: bool,
@@ -206,6 +209,8 @@ pub fn line_at(event: &RunEvent, now: SystemTime) -> String {
         RunEvent::RunStarted {
             profile,
             width,
+            requested_width,
+            degraded_because,
             rayon_threads,
             seed,
             deterministic,
@@ -213,12 +218,15 @@ pub fn line_at(event: &RunEvent, now: SystemTime) -> String {
             binaries,
             tests,
             at,
+            ..
         } => {
             now = *at;
             Line::RunStarted {
                 format_version: FORMAT_VERSION,
                 profile,
                 width: *width,
+                requested_width: *requested_width,
+                degraded_because: degraded_because.as_deref(),
                 rayon_threads: *rayon_threads,
                 seed: *seed,
                 deterministic: *deterministic,

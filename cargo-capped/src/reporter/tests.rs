@@ -120,6 +120,7 @@ fn summary(junit: Option<&Path>) -> RunSummary {
             ),
         ]),
         peak_concurrency: 2,
+        width_changes: Vec::new(),
         runner_peak_rss: Some(22 * 1024 * 1024),
         binary_peak_rss: vec![
             ("pkg".into(), 31 << 20),
@@ -136,6 +137,9 @@ fn events(junit: Option<&Path>) -> Vec<RunEvent> {
         RunEvent::RunStarted {
             profile: "t2".into(),
             width: 2,
+            requested_width: 2,
+            explicit_width: false,
+            degraded_because: None,
             rayon_threads: 2,
             seed: 42,
             deterministic: true,
@@ -143,6 +147,24 @@ fn events(junit: Option<&Path>) -> Vec<RunEvent> {
             binaries: 2,
             tests: 7,
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            reproduce: crate::plan::reproduce::ReproduceBase {
+                seed_origin: capped_model::SeedOrigin::Deterministic,
+                before: [
+                    "cargo",
+                    "capped",
+                    "run",
+                    "--profile",
+                    "t2",
+                    "--seed",
+                    "42",
+                    "--deterministic",
+                    "--features",
+                    "a b",
+                ]
+                .map(String::from)
+                .to_vec(),
+                test_flags: Vec::new(),
+            },
         },
         RunEvent::Notice {
             message: "raised RLIMIT_NOFILE to 65536".into(),
@@ -293,13 +315,13 @@ Segmentation fault in libfoo
 
 failures:
     pkg::integration tests::divides (failed)
-        reproduce: cargo capped run --profile t2 --seed 42 --deterministic -p pkg --test integration -- --exact tests::divides
+        reproduce: cargo capped run --profile t2 --seed 42 --deterministic --features 'a b' -p pkg --test integration -- --exact tests::divides  # the deterministic seed
     pkg::integration tests::seeded (failed)
-        reproduce: cargo capped run --profile t2 --seed 42 -- --exact tests::seeded
+        reproduce: cargo capped run --profile t2 --seed 42 --deterministic --features 'a b' -p pkg --test integration -- --exact tests::seeded  # the deterministic seed
     pkg::integration tests::hangs (timed-out)
-        reproduce: cargo capped run --profile t2 --seed 42 --deterministic -p pkg --test integration -- --exact tests::hangs
+        reproduce: cargo capped run --profile t2 --seed 42 --deterministic --features 'a b' -p pkg --test integration -- --exact tests::hangs  # the deterministic seed
     pkg::integration tests::eats_memory (killed-mem)
-        reproduce: cargo capped run --profile t2 --seed 42 --deterministic -p pkg --test integration -- --exact tests::eats_memory
+        reproduce: cargo capped run --profile t2 --seed 42 --deterministic --features 'a b' -p pkg --test integration -- --exact tests::eats_memory  # the deterministic seed
 ";
 
 #[test]
@@ -772,4 +794,62 @@ fn many_not_run_tests_are_cut_short() {
     assert!(err.contains("             pkg t19: "));
     assert!(!err.contains("pkg t20: the run was interrupted before this test ran\n------"));
     assert!(err.contains("… and 5 more\n"));
+}
+
+#[test]
+fn a_degraded_start_is_on_the_header_line_with_what_it_was_and_why() {
+    let mut started = events(None).remove(0);
+    let RunEvent::RunStarted {
+        width,
+        degraded_because,
+        explicit_width,
+        ..
+    } = &mut started
+    else {
+        unreachable!()
+    };
+    *width = 1;
+    *explicit_width = true;
+    *degraded_because =
+        Some("load.1m 5.00 = 2.50 per CPU > 2.00 ([preflight] load-per-cpu-critical)".into());
+    let (out, err) = report(ReporterOptions::default(), &[started.clone()]);
+    assert_eq!(out, "");
+    assert_eq!(
+        err.lines().next().unwrap(),
+        "cargo capped: profile t2 — width 1 (degraded from --test-threads 2: load.1m 5.00 = 2.50 per CPU > 2.00 ([preflight] load-per-cpu-critical)), rayon 2, seed 42 (deterministic)"
+    );
+    let json = crate::reporter::json::line(&started);
+    assert!(
+        json.contains(r#""width":1,"requested_width":2,"degraded_because":"load.1m 5.00"#),
+        "{json}"
+    );
+}
+
+#[test]
+fn the_summary_says_when_the_width_changed_during_the_run() {
+    let mut summary = summary(None);
+    summary.width_changes = vec![
+        (Duration::from_millis(3200), 1),
+        (Duration::from_millis(15_000), 2),
+    ];
+    let mut events = events(None);
+    events.truncate(1);
+    events.push(RunEvent::RunFinished(summary.clone()));
+    let (_, err) = report(ReporterOptions::default(), &events);
+    assert!(
+        err.contains(
+            " Concurrency 2 tests at once at peak, width 2, lowered to 1 at 3.200s, raised to 2 at 15.000s\n"
+        ),
+        "{err}"
+    );
+    summary.width_changes = (0..6)
+        .map(|i| (Duration::from_secs(i), if i % 2 == 0 { 1 } else { 2 }))
+        .collect();
+    events.pop();
+    events.push(RunEvent::RunFinished(summary));
+    let (_, err) = report(ReporterOptions::default(), &events);
+    assert!(
+        err.contains(", raised to 2 at 3.000s, … 6 changes in all, ending at 2\n"),
+        "{err}"
+    );
 }

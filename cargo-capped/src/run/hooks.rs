@@ -21,6 +21,8 @@ pub struct WidthDecision {
     pub width: u32,
     /// One line for the report when the width changed (which reading and level decided).
     pub notice: Option<String>,
+    /// While the width is lowered: the readings and levels that keep it so.
+    pub why: Option<String>,
 }
 
 /// What a binary's end means for memory, as [`RunHooks::ended`] says.
@@ -48,6 +50,7 @@ pub trait RunHooks {
         WidthDecision {
             width: requested,
             notice: None,
+            why: None,
         }
     }
     /// Whether `binary` may start now (a gate on host load or memory); `false` retries

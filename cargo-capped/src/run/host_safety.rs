@@ -241,7 +241,15 @@ impl HostSafety {
         };
         let label = plan.profile.clone();
         let degrader = if plan.degrade {
-            Degrader::new(&plan.thresholds, plan.caps.test_threads() as usize).with_label(label)
+            let degrader = Degrader::new(&plan.thresholds, plan.caps.test_threads() as usize)
+                .with_label(label);
+            // A width asked for on the command line is the user's decision: only a critical
+            // reading overrides it.
+            if plan.options.test_threads.is_some() {
+                degrader.explicit()
+            } else {
+                degrader
+            }
         } else {
             Degrader::disabled(plan.caps.test_threads() as usize)
         };
@@ -296,6 +304,7 @@ impl RunHooks for HostSafety {
         let keep = WidthDecision {
             width: requested,
             notice: None,
+            why: None,
         };
         if !self.degrade && self.decided_once {
             return keep;
@@ -324,6 +333,7 @@ impl RunHooks for HostSafety {
         WidthDecision {
             width: (decision.width as u32).clamp(1, requested.max(1)),
             notice: decision.reason.filter(|_| decision.changed),
+            why: decision.why,
         }
     }
 

@@ -167,10 +167,16 @@ impl Runner<'_> {
     /// (the binary as a whole holds one slot) and their slot ids.
     fn binary_env(&self, index: usize, width_held: u32, guard: &Guard) -> Vec<(String, String)> {
         let unit = &self.units[index];
-        let mut extra = vec![(
-            vars::EVENTS.to_string(),
-            unit.events_path.display().to_string(),
-        )];
+        let mut extra = vec![
+            (
+                vars::EVENTS.to_string(),
+                unit.events_path.display().to_string(),
+            ),
+            (
+                vars::REPRODUCE.to_string(),
+                protocol::format_reproduce(&self.reproduce.for_binary(&unit.binary.id)),
+            ),
+        ];
         if self.width < self.plan.caps.test_threads() {
             // A lowered width: harness binaries take only the first slots; plain ones hold
             // their own anyway.

@@ -162,16 +162,24 @@ pub fn run(
         failing_seen: false,
         interrupted: None,
         loop_started: Instant::now(),
+        reproduce: crate::plan::reproduce::ReproduceBase::from_plan(plan),
         degrade_width: width,
         width,
         emfile: EmfileAdapter::new(plan.caps.test_threads() as usize),
         width_check_due: false,
+        width_changes: Vec::new(),
         peaks: Vec::new(),
         attempts: std::collections::HashMap::new(),
     };
     runner.emit(RunEvent::RunStarted {
         profile: plan.profile.clone(),
         width,
+        requested_width: plan.caps.test_threads(),
+        explicit_width: plan.options.test_threads.is_some(),
+        degraded_because: start_width
+            .why
+            .clone()
+            .filter(|_| width < plan.caps.test_threads()),
         rayon_threads: plan.caps.rayon_threads(),
         seed: plan.caps.seed(),
         deterministic: plan.caps.deterministic(),
@@ -179,6 +187,7 @@ pub fn run(
         binaries: binaries_count,
         tests: total_tests,
         at: SystemTime::now(),
+        reproduce: runner.reproduce.clone(),
     });
     for message in starting_notices {
         runner.emit(RunEvent::Notice { message });
@@ -186,7 +195,10 @@ pub fn run(
     while let Some(message) = runner.hooks.notice() {
         runner.emit(RunEvent::Notice { message });
     }
-    if let Some(message) = start_width.notice {
+    // A lowered start width is on the header line (`degraded_because`), not a notice.
+    if width == plan.caps.test_threads()
+        && let Some(message) = start_width.notice
+    {
         runner.emit(RunEvent::Notice { message });
     }
     if let Some(partition) = &plan.partition {

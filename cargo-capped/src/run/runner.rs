@@ -76,12 +76,18 @@ pub(super) struct Runner<'a> {
     pub(super) interrupted: Option<i32>,
     /// When the first binary could start.
     pub(super) loop_started: Instant,
+    /// What every reproduce line of the run shares; each binary gets its own
+    /// `CAPPED_REPRODUCE` from it.
+    pub(super) reproduce: crate::plan::reproduce::ReproduceBase,
     /// The width the degrade decisions allow.
     pub(super) degrade_width: u32,
     /// The width in force: the lowest of `degrade_width` and the EMFILE adapter's.
     pub(super) width: u32,
     /// Lowers the width after "Too many open files" and decides reruns.
     pub(super) emfile: EmfileAdapter,
+    /// The width's changes after the start (time since the loop started, new width), for
+    /// the summary.
+    pub(super) width_changes: Vec<(Duration, u32)>,
     /// A binary ended since the width was last decided.
     pub(super) width_check_due: bool,
     /// Failed attempts of tests being retried, by binary and name.
@@ -235,7 +241,12 @@ impl Runner<'_> {
     /// The width in force: the lowest of the degrade decision and the EMFILE adapter's.
     pub(super) fn apply_width(&mut self) {
         let emfile = u32::try_from(self.emfile.width()).unwrap_or(u32::MAX);
-        self.width = self.degrade_width.min(emfile).max(1);
+        let width = self.degrade_width.min(emfile).max(1);
+        if width != self.width {
+            self.width_changes
+                .push((self.loop_started.elapsed(), width));
+        }
+        self.width = width;
     }
 
     /// Runs every unit to its end (or the run's stop), then reports what never started.
@@ -443,6 +454,7 @@ impl Runner<'_> {
         let mut summary = self.measurements.summarize(&self.results, duration);
         summary.junit_path = self.plan.output.junit.clone();
         summary.binary_peak_rss = std::mem::take(&mut self.peaks);
+        summary.width_changes = std::mem::take(&mut self.width_changes);
         let failed = self.failed || self.results.iter().any(|r| r.status.is_failure());
         let ran_nothing = !failed
             && self.interrupted.is_none()

@@ -185,6 +185,7 @@ impl Measurements {
             slowest: timed,
             groups,
             peak_concurrency: self.peak(capped_model::resource::WIDTH),
+            width_changes: Vec::new(),
             runner_peak_rss: runner_peak_rss(),
             binary_peak_rss: Vec::new(),
             junit_path: None,
