@@ -80,6 +80,30 @@ pub enum Command {
             SIGHUP are forwarded; the slot is freed when CMD exits or the gate dies, even by SIGKILL."
     )]
     Gate(crate::gate::GateArgs),
+    /// Show what earlier runs measured: each test's runs, pass rate and durations.
+    #[command(
+        long_about = "Show the workspace's test history (target/capped/history.json): for each test \
+            its last runs, how many passed, and its median and p95 duration, which `cargo capped` uses \
+            to start the longest work first and to cut `--partition time:K/N` shards of equal time."
+    )]
+    History(HistoryArgs),
+}
+
+/// `cargo capped history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only tests whose `binary name` contains FILTER.
+    #[arg(value_name = "FILTER")]
+    pub filter: Option<String>,
+    /// `human` (a table) or `json` (the history file's entries, one per line).
+    #[arg(long, value_enum, default_value_t = MessageFormat::Human, value_name = "FMT")]
+    pub message_format: MessageFormat,
+    /// Path to Cargo.toml (finds the workspace and its target dir).
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+    /// The target dir (default: the workspace's).
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
 }
 
 /// `t1`/`t2`: the run options; the profile is implied.
@@ -383,6 +407,10 @@ pub struct RunOptions {
     /// here).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=capped_model::config::MAX_RETRIES as i64), help_heading = "Run options")]
     pub retries: Option<u32>,
+    /// Neither read nor write the test history (target/capped/history.json); deterministic
+    /// runs never read it for their order anyway.
+    #[arg(long, help_heading = "Run options")]
+    pub no_history: bool,
     /// Build the test binaries and stop: nothing runs, exit 0 after a good build (as
     /// `cargo test --no-run`). The binaries are named on stderr; with `--message-format
     /// json`, one `test-binary` event per binary on stdout.
@@ -749,7 +777,11 @@ mod tests {
         assert!(options.no_degrade);
         assert_eq!(
             options.partition,
-            Some(crate::plan::Partition { index: 2, count: 3 })
+            Some(crate::plan::Partition {
+                index: 2,
+                count: 3,
+                kind: crate::plan::partition::PartitionKind::Hash
+            })
         );
         for bad in [
             &["--mem-limit", "0"][..],

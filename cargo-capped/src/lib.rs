@@ -14,6 +14,7 @@ pub mod cli;
 pub mod errors;
 pub mod events;
 pub mod gate;
+pub mod history;
 pub mod host;
 pub mod libtest;
 pub mod plan;
@@ -60,6 +61,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     // These handle their own signals (the gate forwards them to CMD).
     match &cli.command {
         Command::Gate(args) => return Ok(gate::run(args)),
+        Command::History(args) => return show_history(args),
         Command::Preflight(args) => return Ok(preflight::command::run(args)),
         _ => {}
     }
@@ -77,10 +79,66 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Run(args) => run_tests(&args.profile, args.run),
         Command::List(args) => list_tests(args),
-        Command::Gate(_) | Command::Preflight(_) => {
+        Command::Gate(_) | Command::Preflight(_) | Command::History(_) => {
             unreachable!("dispatched above")
         }
     }
+}
+
+/// `cargo capped history`: the workspace's test history, as a table or JSON lines.
+fn show_history(args: &cli::HistoryArgs) -> Result<i32> {
+    let cargo = cli::CargoArgs {
+        manifest_path: args.manifest_path.clone(),
+        target_dir: args.target_dir.clone(),
+        ..cli::CargoArgs::default()
+    };
+    let workspace = plan::Workspace::discover(&cargo)?;
+    let path = history::path_in(&workspace.target_dir);
+    let (history, warning) = history::History::load(&path);
+    if let Some(warning) = warning {
+        eprintln!("warning: {warning}");
+    }
+    let wanted = |key: &str| args.filter.as_deref().is_none_or(|f| key.contains(f));
+    let mut shown = 0;
+    for (key, entry) in history.tests.iter().filter(|(key, _)| wanted(key)) {
+        shown += 1;
+        let passed = entry.runs.iter().filter(|r| r.outcome == "passed").count();
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+        match args.message_format {
+            MessageFormat::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "test": key,
+                    "runs": entry.runs.len(),
+                    "passed": passed,
+                    "median_ms": ms(entry.median()),
+                    "p95_ms": ms(entry.p95()),
+                    "last": entry.runs.last().map(|r| r.outcome.as_str()),
+                })
+            ),
+            MessageFormat::Human => println!(
+                "{key}: {passed}/{} passed, median {}, p95 {}, last {}",
+                entry.runs.len(),
+                entry
+                    .median()
+                    .map_or("-".to_string(), capped_model::units::format_duration),
+                entry
+                    .p95()
+                    .map_or("-".to_string(), capped_model::units::format_duration),
+                entry.runs.last().map_or("-", |r| r.outcome.as_str()),
+            ),
+        }
+    }
+    if shown == 0 && args.message_format == MessageFormat::Human {
+        eprintln!(
+            "no test history{} in {} (it is written by `cargo capped` runs)",
+            args.filter
+                .as_deref()
+                .map_or(String::new(), |f| format!(" matching `{f}`")),
+            path.display()
+        );
+    }
+    Ok(0)
 }
 
 fn reject_misplaced_profile(command: &str, profile: Option<String>) -> Result<()> {

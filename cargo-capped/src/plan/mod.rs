@@ -84,6 +84,8 @@ pub struct Plan {
     pub retries: u32,
     /// Whether a test that passed only on a retry fails the run (`flaky-result = "fail"`).
     pub flaky_fails: bool,
+    /// Whether the run reads and writes the test history (`--no-history` turns it off).
+    pub history: bool,
     /// The devices of each device-backed group (found before the caps were resolved, so a
     /// group's `max` can be its device count).
     pub devices: BTreeMap<String, capped_model::devices::Devices>,
@@ -253,6 +255,7 @@ impl Plan {
                 None => profile.retries.unwrap_or(0),
             },
             flaky_fails: profile.flaky_result == Some(FlakyResult::Fail),
+            history: !options.no_history,
             devices: BTreeMap::new(),
             require: profile.require.clone(),
             caps,
@@ -556,7 +559,11 @@ mod tests {
             RunOptions {
                 mem_limit: Some(300 << 20),
                 no_degrade: true,
-                partition: Some(Partition { index: 1, count: 2 }),
+                partition: Some(Partition {
+                    index: 1,
+                    count: 2,
+                    kind: partition::PartitionKind::Hash,
+                }),
                 ..RunOptions::default()
             },
         )

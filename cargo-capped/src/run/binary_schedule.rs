@@ -66,6 +66,9 @@ pub struct OrderKey<'a> {
     pub claimed: bool,
     /// Tests it will run.
     pub runnable: usize,
+    /// How long earlier runs say its tests take (the sum of their median durations), when
+    /// the history knows them.
+    pub expected: Option<std::time::Duration>,
 }
 
 /// Indices of `keys` in the order binaries are tried.
@@ -75,13 +78,24 @@ pub fn order(keys: &[OrderKey<'_>], mode: OrderMode) -> Vec<usize> {
     match mode {
         OrderMode::Sorted => {}
         OrderMode::Shuffled(seed) => fastrand::Rng::with_seed(seed).shuffle(&mut indices),
-        OrderMode::Heuristic => indices.sort_by(|&a, &b| {
-            let (a, b) = (&keys[a], &keys[b]);
-            b.claimed
-                .cmp(&a.claimed)
-                .then(b.runnable.cmp(&a.runnable))
-                .then(a.id.cmp(b.id))
-        }),
+        // Longest work first (LPT): by what earlier runs measured where the history knows
+        // it, a binary it does not know counted at the median of those it does; by test
+        // count when it knows none.
+        OrderMode::Heuristic => {
+            let mut known: Vec<std::time::Duration> =
+                keys.iter().filter_map(|k| k.expected).collect();
+            known.sort();
+            let prior = known.get(known.len() / 2).copied();
+            let expected = |k: &OrderKey<'_>| k.expected.or(prior);
+            indices.sort_by(|&a, &b| {
+                let (a, b) = (&keys[a], &keys[b]);
+                b.claimed
+                    .cmp(&a.claimed)
+                    .then(expected(b).cmp(&expected(a)))
+                    .then(b.runnable.cmp(&a.runnable))
+                    .then(a.id.cmp(b.id))
+            })
+        }
     }
     indices
 }
@@ -245,6 +259,7 @@ mod tests {
                 id,
                 claimed: i == 3,
                 runnable: i,
+                expected: None,
             })
             .collect();
         assert_eq!(order(&keys, OrderMode::Sorted), [2, 1, 0, 3]);

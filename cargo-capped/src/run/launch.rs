@@ -64,6 +64,46 @@ impl Runner<'_> {
 
     /// Starts every pending binary whose resources are free, in order, while the width is
     /// not all in use.
+    /// Memory admission by what earlier runs measured: a binary whose learned peak RSS,
+    /// beside the learned peaks of the binaries running now, would pass the memory budget
+    /// waits (saying so once). Alone it always starts, so nothing waits forever.
+    fn waits_for_memory(&mut self, index: usize) -> bool {
+        let (Some(budget), Some(&peak)) = (
+            self.plan.caps.mem_budget(),
+            self.learned_peaks
+                .get(&self.units[index].binary.id.to_string()),
+        ) else {
+            return false;
+        };
+        let running = self.running();
+        if running.is_empty() {
+            return false;
+        }
+        let beside: u64 = running
+            .iter()
+            .filter_map(|&i| {
+                self.learned_peaks
+                    .get(&self.units[i].binary.id.to_string())
+                    .copied()
+            })
+            .sum();
+        if beside.saturating_add(peak) <= budget {
+            return false;
+        }
+        if self.memory_noticed.insert(index) {
+            let size = capped_model::units::format_size;
+            let message = format!(
+                "{} waits for memory: it peaked at {} in earlier runs, and beside the {} of what runs now that passes the memory budget of {}",
+                self.units[index].binary.id,
+                size(peak),
+                size(beside),
+                size(budget)
+            );
+            self.emit(RunEvent::Notice { message });
+        }
+        true
+    }
+
     pub(super) fn start_ready(&mut self) -> Result<()> {
         let width = self.width;
         let mut used = self.estimated_usage();
@@ -81,6 +121,9 @@ impl Runner<'_> {
             }
             if !self.hooks.may_start(&self.units[index].binary) {
                 break;
+            }
+            if self.waits_for_memory(index) {
+                continue;
             }
             let idle = width - used;
             let unit = &self.units[index];

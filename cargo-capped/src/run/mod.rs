@@ -117,7 +117,17 @@ pub fn run(
             probe_dir: Some(run_dir.path()),
         },
     );
-    let (units, partitioned, skipped) = work::units_of(plan, binaries, listings, &run_dir);
+    // What earlier runs measured, for the order (never in deterministic runs, whose order
+    // is fixed) and for flagging tests much slower than usual.
+    let history_path = crate::history::path_in(&plan.workspace.target_dir);
+    let (history, history_warning) = if plan.history {
+        let (history, warning) = crate::history::History::load(&history_path);
+        (Some(history), warning)
+    } else {
+        (None, None)
+    };
+    let (units, partitioned, skipped) =
+        work::units_of(plan, binaries, listings, &run_dir, history.as_ref());
     let mode = if plan.caps.shuffle() {
         OrderMode::Shuffled(plan.caps.seed())
     } else if plan.caps.deterministic() {
@@ -131,6 +141,18 @@ pub fn run(
             id: &u.binary.id,
             claimed: !u.claimed.is_empty(),
             runnable: u.runnable,
+            expected: history
+                .as_ref()
+                .filter(|_| !plan.caps.deterministic())
+                .and_then(|h| {
+                    let medians: Vec<std::time::Duration> = u
+                        .listing
+                        .tests
+                        .iter()
+                        .filter_map(|t| h.test(&u.binary.id, &t.name)?.median())
+                        .collect();
+                    (!medians.is_empty()).then(|| medians.iter().sum())
+                }),
         })
         .collect();
     let order = binary_schedule::order(&keys, mode);
@@ -170,6 +192,17 @@ pub fn run(
         width_changes: Vec::new(),
         peaks: Vec::new(),
         attempts: std::collections::HashMap::new(),
+        binary_runs: Vec::new(),
+        learned_peaks: history
+            .as_ref()
+            .map(|h| {
+                h.binaries
+                    .iter()
+                    .filter_map(|(binary, entry)| Some((binary.clone(), entry.peak_rss()?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        memory_noticed: std::collections::HashSet::new(),
     };
     runner.emit(RunEvent::RunStarted {
         profile: plan.profile.clone(),
@@ -219,9 +252,62 @@ pub fn run(
         runner.finish_test(result);
     }
     runner.report_list_errors();
+    if let Some(message) = history_warning {
+        runner.emit(RunEvent::Notice { message });
+    }
     let looped = runner.run_loop();
     // What the tests left behind and no unit's end took: gone before the summary.
     crate::process::orphans::sweep_all();
     looped?;
+    if let Some(history) = &history {
+        for message in slower_than_usual(history, &runner.results) {
+            runner.emit(RunEvent::Notice { message });
+        }
+        let results = runner.results.clone();
+        let binaries = std::mem::take(&mut runner.binary_runs);
+        if let Some(message) = crate::history::History::record(&history_path, &results, &binaries) {
+            runner.emit(RunEvent::Notice { message });
+        }
+    }
     Ok(runner.finish(run_started.elapsed()))
+}
+
+/// How many slower-than-usual tests one run names at most.
+const SLOW_LISTED: usize = 5;
+
+/// One line per test that took much longer than its history says it does (over 1.5× its
+/// p95 and 100 ms more), the slowest first.
+fn slower_than_usual(
+    history: &crate::history::History,
+    results: &[crate::events::TestResult],
+) -> Vec<String> {
+    let mut slow: Vec<(std::time::Duration, String)> = results
+        .iter()
+        .filter_map(|result| {
+            let took = result.duration?;
+            let entry = history.test(&result.binary, &result.name)?;
+            let p95 = entry.p95()?;
+            let usual = p95
+                .mul_f64(1.5)
+                .max(p95 + std::time::Duration::from_millis(100));
+            (entry.runs.len() >= 2 && took > usual).then(|| {
+                (
+                    took,
+                    format!(
+                        "{} {} took {}, much longer than usual (p95 {} over its last {} runs)",
+                        result.binary,
+                        result.name,
+                        capped_model::units::format_duration(took),
+                        capped_model::units::format_duration(p95),
+                        entry.runs.len()
+                    ),
+                )
+            })
+        })
+        .collect();
+    slow.sort_by_key(|s| std::cmp::Reverse(s.0));
+    slow.into_iter()
+        .take(SLOW_LISTED)
+        .map(|(_, line)| line)
+        .collect()
 }

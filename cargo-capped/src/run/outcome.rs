@@ -120,6 +120,8 @@ impl Runner<'_> {
             .filter(|r| matches!(r.status, TestStatus::KilledForMemory { .. }))
             .map(|r| r.name.clone())
             .collect();
+        self.binary_runs
+            .push((binary.to_string(), Some(started.elapsed()), memory.peak_rss));
         drop(guard);
         self.width_check_due = true;
         self.emit(RunEvent::BinaryFinished {

@@ -90,6 +90,13 @@ pub(super) struct Runner<'a> {
     pub(super) width_changes: Vec<(Duration, u32)>,
     /// A binary ended since the width was last decided.
     pub(super) width_check_due: bool,
+    /// Each binary's highest peak RSS in earlier runs (the test history), for memory
+    /// admission.
+    pub(super) learned_peaks: HashMap<String, u64>,
+    /// Units already said to wait for memory.
+    pub(super) memory_noticed: std::collections::HashSet<usize>,
+    /// Each finished process's binary, duration and peak RSS, for the test history.
+    pub(super) binary_runs: Vec<(String, Option<Duration>, Option<u64>)>,
     /// Failed attempts of tests being retried, by binary and name.
     pub(super) attempts: HashMap<(String, String), Vec<FailedAttempt>>,
     /// Peak RSS per binary (the highest of its processes), in the order they first finished.

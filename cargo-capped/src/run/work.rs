@@ -15,8 +15,10 @@ use super::binary_schedule;
 use super::run_dir::RunDir;
 use crate::build::TestBinary;
 use crate::events::{BinaryId, TestResult, TestStatus};
+use crate::history::History;
 use crate::libtest::Listing;
-use crate::plan::{Partition, Plan};
+use crate::plan::Plan;
+use crate::plan::partition::PartitionKind;
 
 /// Tests kept and left out by `--partition`.
 #[derive(Debug, Default)]
@@ -32,7 +34,37 @@ pub(super) fn units_of(
     binaries: Vec<TestBinary>,
     listings: Vec<Result<Listing, String>>,
     run_dir: &RunDir,
+    history: Option<&History>,
 ) -> (Vec<Unit>, PartitionCount, Vec<TestResult>) {
+    // `time:K/N` deals every test of the run at once; `hash:K/N` decides test by test.
+    let dealt: Option<HashSet<(String, String)>> = match &plan.partition {
+        Some(partition) if partition.kind == PartitionKind::Time => {
+            let all: Vec<(String, String, Option<std::time::Duration>)> = binaries
+                .iter()
+                .zip(&listings)
+                .filter_map(|(binary, listing)| Some((binary, listing.as_ref().ok()?)))
+                .flat_map(|(binary, listing)| {
+                    listing.tests.iter().map(move |test| {
+                        let known = history
+                            .and_then(|h| h.test(&binary.id, &test.name))
+                            .and_then(|entry| entry.median());
+                        (binary.id.to_string(), test.name.clone(), known)
+                    })
+                })
+                .collect();
+            let keyed: Vec<(String, Option<std::time::Duration>)> = all
+                .iter()
+                .map(|(binary, name, known)| (format!("{binary} {name}"), *known))
+                .collect();
+            let mine = partition.deal_by_time(&keyed);
+            Some(
+                mine.into_iter()
+                    .map(|i| (all[i].0.clone(), all[i].1.clone()))
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
     let mut units: Vec<Unit> = Vec::new();
     let mut partitioned = PartitionCount::default();
     let mut skipped = Vec::new();
@@ -63,7 +95,11 @@ pub(super) fn units_of(
         }
         let selections = match (&plan.partition, &list_error) {
             (Some(partition), None) => {
-                let (kept, left) = partition_listing(&listing, &binary.id, partition);
+                let (kept, left) =
+                    partition_listing(&listing, &binary.id, |id, name| match &dealt {
+                        Some(dealt) => dealt.contains(&(id.to_string(), name.to_string())),
+                        None => partition.contains(id, name),
+                    });
                 partitioned.kept += kept.tests.len();
                 partitioned.left += left;
                 if kept.tests.is_empty() {
@@ -184,11 +220,10 @@ fn isolate(
 fn partition_listing(
     listing: &Listing,
     binary: &BinaryId,
-    partition: &Partition,
+    belongs: impl Fn(&BinaryId, &str) -> bool,
 ) -> (Listing, usize) {
     let mut kept = listing.clone();
-    kept.tests
-        .retain(|test| partition.contains(binary, &test.name));
+    kept.tests.retain(|test| belongs(binary, &test.name));
     let left = listing.tests.len() - kept.tests.len();
     (kept, left)
 }
@@ -208,6 +243,7 @@ mod tests {
     use capped_model::protocol::ListedTest;
 
     use super::*;
+    use crate::plan::Partition;
 
     fn listing(names: &[&str]) -> Listing {
         Listing {
@@ -236,8 +272,13 @@ mod tests {
         };
         let mut kept_names = Vec::new();
         for index in 1..=3 {
-            let partition = Partition { index, count: 3 };
-            let (kept, left) = partition_listing(&all, &binary, &partition);
+            let partition = Partition {
+                index,
+                count: 3,
+                kind: crate::plan::partition::PartitionKind::Hash,
+            };
+            let (kept, left) =
+                partition_listing(&all, &binary, |id, name| partition.contains(id, name));
             assert_eq!(kept.tests.len() + left, 6);
             kept_names.extend(kept.tests.into_iter().map(|t| t.name));
         }

@@ -1,0 +1,356 @@
+//! What earlier runs measured: every test's outcomes and durations, and every binary's
+//! duration and peak RSS, kept per workspace under the target dir
+//! (`target/capped/history.json`), so a run can start the longest work first and cut
+//! partitions of equal time.
+//!
+//! ## Invariants
+//!
+//! * **Bounded.** A test keeps its last [`RUNS_KEPT`] runs; an entry not seen for
+//!   [`FORGET_AFTER_DAYS`] days is dropped, and at most [`MAX_ENTRIES`] entries are kept (the
+//!   most recently seen), so the file cannot grow without bound.
+//! * **Never a failed run.** A file that cannot be read or parsed (corrupt, another schema
+//!   version) is set aside as `history.json.bad` with one warning and the run goes on without
+//!   history. Writing failures are warnings too.
+//! * **Concurrent runs merge.** A run records under an exclusive `flock` on
+//!   `history.lock`: it re-reads the file, adds its own runs and writes a new file that
+//!   replaces the old one atomically (`rename`), so two runs ending together both land and a
+//!   reader never sees half a file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{BinaryId, TestResult, TestStatus};
+
+/// The file's schema version; another one is set aside, not misread.
+pub const VERSION: u32 = 1;
+/// Runs kept per test and per binary.
+pub const RUNS_KEPT: usize = 10;
+/// Entries not seen for this many days are dropped.
+pub const FORGET_AFTER_DAYS: u64 = 30;
+/// The most entries (tests plus binaries) the file keeps.
+pub const MAX_ENTRIES: usize = 50_000;
+
+/// One run of a test or binary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// `passed`, `failed`, … ([`TestStatus::keyword`]).
+    pub outcome: String,
+    /// How long it ran, in milliseconds, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// The peak RSS of its process tree, in bytes, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss: Option<u64>,
+    /// When it ended, unix seconds.
+    pub at: u64,
+}
+
+/// The runs of one test or binary, newest last.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// At most [`RUNS_KEPT`].
+    pub runs: Vec<Run>,
+}
+
+impl Entry {
+    /// The median duration of the runs that have one.
+    pub fn median(&self) -> Option<Duration> {
+        self.quantile(0.5)
+    }
+
+    /// The 95th-percentile duration (nearest rank) of the runs that have one.
+    pub fn p95(&self) -> Option<Duration> {
+        self.quantile(0.95)
+    }
+
+    fn quantile(&self, q: f64) -> Option<Duration> {
+        let mut ms: Vec<f64> = self.runs.iter().filter_map(|r| r.duration_ms).collect();
+        if ms.is_empty() {
+            return None;
+        }
+        ms.sort_by(f64::total_cmp);
+        let rank = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
+        Some(Duration::from_secs_f64(ms[rank - 1] / 1e3))
+    }
+
+    /// The highest peak RSS of its runs.
+    pub fn peak_rss(&self) -> Option<u64> {
+        self.runs.iter().filter_map(|r| r.peak_rss).max()
+    }
+
+    fn last_at(&self) -> u64 {
+        self.runs.last().map_or(0, |r| r.at)
+    }
+
+    fn push(&mut self, run: Run) {
+        self.runs.push(run);
+        if self.runs.len() > RUNS_KEPT {
+            let extra = self.runs.len() - RUNS_KEPT;
+            self.runs.drain(..extra);
+        }
+    }
+}
+
+/// A workspace's history. See the [module docs](self).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// [`VERSION`].
+    pub version: u32,
+    /// Tests, by [`History::test_key`].
+    pub tests: BTreeMap<String, Entry>,
+    /// Binaries, by their id (`pkg::target`).
+    pub binaries: BTreeMap<String, Entry>,
+}
+
+/// The variable that names the history file instead (a CI job can restore it from a
+/// cache before the run and save it after).
+pub const HISTORY_VAR: &str = "CAPPED_HISTORY";
+
+/// Where a workspace keeps its history: `$CAPPED_HISTORY`, else
+/// `TARGET/capped/history.json`.
+pub fn path_in(target_dir: &Path) -> PathBuf {
+    match std::env::var_os(HISTORY_VAR).filter(|p| !p.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => target_dir.join("capped").join("history.json"),
+    }
+}
+
+impl History {
+    /// The key of a test: `pkg::target NAME`.
+    pub fn test_key(binary: &BinaryId, name: &str) -> String {
+        format!("{binary} {name}")
+    }
+
+    /// A test's entry.
+    pub fn test(&self, binary: &BinaryId, name: &str) -> Option<&Entry> {
+        self.tests.get(&History::test_key(binary, name))
+    }
+
+    /// Reads the history at `path`: empty when there is none; a file that cannot be used
+    /// is set aside (`.bad`) and the warning says so.
+    pub fn load(path: &Path) -> (History, Option<String>) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return (History::empty(), None);
+            }
+            Err(e) => {
+                return (
+                    History::empty(),
+                    Some(format!(
+                        "cannot read the test history {}: {e}; running without it",
+                        path.display()
+                    )),
+                );
+            }
+        };
+        match serde_json::from_str::<History>(&text) {
+            Ok(history) if history.version == VERSION => (history, None),
+            found => {
+                let why = match found {
+                    Ok(history) => format!("it is version {}, not {VERSION}", history.version),
+                    Err(e) => format!("it does not parse ({e})"),
+                };
+                let bad = path.with_extension("json.bad");
+                let _ = std::fs::rename(path, &bad);
+                (
+                    History::empty(),
+                    Some(format!(
+                        "set the test history aside as {}: {why}; a new one starts with this run",
+                        bad.display()
+                    )),
+                )
+            }
+        }
+    }
+
+    fn empty() -> History {
+        History {
+            version: VERSION,
+            ..History::default()
+        }
+    }
+
+    /// Adds one run's results and binaries' measurements (`(binary, duration, peak)`), at
+    /// unix time `now`, then forgets what is too old or too much.
+    pub fn add(
+        &mut self,
+        results: &[TestResult],
+        binaries: &[(String, Option<Duration>, Option<u64>)],
+        now: u64,
+    ) {
+        for result in results {
+            if result.name.starts_with('(')
+                || matches!(
+                    result.status,
+                    TestStatus::NotRun { .. } | TestStatus::Ignored
+                )
+            {
+                continue;
+            }
+            self.tests
+                .entry(History::test_key(&result.binary, &result.name))
+                .or_default()
+                .push(Run {
+                    outcome: result.status.keyword().to_string(),
+                    duration_ms: result.duration.map(|d| d.as_secs_f64() * 1e3),
+                    peak_rss: None,
+                    at: now,
+                });
+        }
+        for (binary, duration, peak) in binaries {
+            self.binaries.entry(binary.clone()).or_default().push(Run {
+                outcome: "ran".to_string(),
+                duration_ms: duration.map(|d| d.as_secs_f64() * 1e3),
+                peak_rss: *peak,
+                at: now,
+            });
+        }
+        self.forget(now);
+    }
+
+    fn forget(&mut self, now: u64) {
+        let horizon = now.saturating_sub(FORGET_AFTER_DAYS * 86_400);
+        self.tests.retain(|_, e| e.last_at() >= horizon);
+        self.binaries.retain(|_, e| e.last_at() >= horizon);
+        let total = self.tests.len() + self.binaries.len();
+        if total > MAX_ENTRIES {
+            let mut seen: Vec<u64> = self
+                .tests
+                .values()
+                .chain(self.binaries.values())
+                .map(Entry::last_at)
+                .collect();
+            seen.sort_unstable_by(|a, b| b.cmp(a));
+            let cutoff = seen[MAX_ENTRIES - 1];
+            self.tests.retain(|_, e| e.last_at() >= cutoff);
+            self.binaries.retain(|_, e| e.last_at() >= cutoff);
+        }
+    }
+
+    /// Records a run into the history at `path`, merging with whatever another run wrote
+    /// meanwhile (see the module docs). The warning, if anything went wrong.
+    pub fn record(
+        path: &Path,
+        results: &[TestResult],
+        binaries: &[(String, Option<Duration>, Option<u64>)],
+    ) -> Option<String> {
+        let dir = path.parent()?;
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Some(format!(
+                "cannot keep test history in {}: {e}",
+                dir.display()
+            ));
+        }
+        let write = || -> std::io::Result<Option<String>> {
+            let lock = File::create(dir.join("history.lock"))?;
+            lock.lock()?;
+            let (mut history, warning) = History::load(path);
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            history.add(results, binaries, now);
+            let fresh = dir.join(format!("history.json.{}", std::process::id()));
+            let mut file = File::create(&fresh)?;
+            file.write_all(serde_json::to_string(&history)?.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&fresh, path)?;
+            Ok(warning)
+        };
+        match write() {
+            Ok(warning) => warning,
+            Err(e) => Some(format!(
+                "cannot write the test history {}: {e}",
+                path.display()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binary() -> BinaryId {
+        BinaryId {
+            package: "p".into(),
+            target: "t".into(),
+            kind: "test".into(),
+        }
+    }
+
+    fn result(name: &str, status: TestStatus, ms: u64) -> TestResult {
+        TestResult {
+            binary: binary(),
+            name: name.into(),
+            status,
+            duration: Some(Duration::from_millis(ms)),
+            output: String::new(),
+        }
+    }
+
+    #[test]
+    fn runs_are_kept_bounded_and_summarized() {
+        let mut history = History::empty();
+        for i in 0..15u64 {
+            history.add(
+                &[result("a", TestStatus::Passed, 10 * (i + 1))],
+                &[],
+                1000 + i,
+            );
+        }
+        let entry = history.test(&binary(), "a").unwrap();
+        assert_eq!(entry.runs.len(), RUNS_KEPT);
+        assert_eq!(entry.median(), Some(Duration::from_millis(100)));
+        assert_eq!(entry.p95(), Some(Duration::from_millis(150)));
+        // Not-run and ignored results say nothing about a test's length.
+        history.add(
+            &[result("b", TestStatus::NotRun { reason: "x".into() }, 1)],
+            &[],
+            2000,
+        );
+        assert!(history.test(&binary(), "b").is_none());
+        // Long unseen entries are forgotten.
+        history.add(&[], &[], 2000 + FORGET_AFTER_DAYS * 86_400 + 1);
+        assert!(history.tests.is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_or_foreign_file_is_set_aside_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.json");
+        std::fs::write(&path, "{ not json").unwrap();
+        let (history, warning) = History::load(&path);
+        assert!(history.tests.is_empty());
+        assert!(warning.unwrap().contains("aside"));
+        assert!(dir.path().join("history.json.bad").exists());
+        std::fs::write(&path, r#"{"version":99,"tests":{},"binaries":{}}"#).unwrap();
+        let (_, warning) = History::load(&path);
+        assert!(warning.unwrap().contains("version 99"));
+    }
+
+    #[test]
+    fn concurrent_records_both_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capped").join("history.json");
+        std::thread::scope(|scope| {
+            for name in ["x", "y", "z", "w"] {
+                let path = path.clone();
+                scope.spawn(move || {
+                    assert_eq!(
+                        History::record(&path, &[result(name, TestStatus::Passed, 5)], &[]),
+                        None
+                    );
+                });
+            }
+        });
+        let (history, warning) = History::load(&path);
+        assert_eq!(warning, None);
+        assert_eq!(history.tests.len(), 4);
+    }
+}

@@ -1,0 +1,221 @@
+//! The test history: runs are recorded and shown, `--no-history` writes nothing, a corrupt
+//! file is set aside without failing the run, two concurrent runs both land, and
+//! `--partition time:K/N` shards cover every test exactly once.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+
+/// `cargo capped ARGS` in the verdicts fixture with its history at `history`.
+fn run(scratch: &RunScratch, history: &Path, args: &[&str]) -> Output {
+    let mut command = capped_in("verdicts");
+    let (ours, theirs) = match args.iter().position(|a| *a == "--") {
+        Some(at) => args.split_at(at),
+        None => (args, &[][..]),
+    };
+    command.args(ours);
+    scratch.apply(&mut command);
+    command
+        .env("CAPPED_HISTORY", history)
+        .args(["--message-format", "json"])
+        .args(theirs);
+    command.output().expect("running cargo capped")
+}
+
+fn finished(output: &Output) -> BTreeSet<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["type"] == "test-finished")
+        .map(|event| event["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn notices(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["type"] == "notice")
+        .map(|event| event["message"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn show(history: &Path) -> String {
+    let output = capped_in("verdicts")
+        .args(["history", "durations"])
+        .env("CAPPED_HISTORY", history)
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn runs_are_recorded_and_shown_and_no_history_writes_nothing() {
+    let scratch = RunScratch::new();
+    let history = scratch.path("history.json");
+    let output = run(
+        &scratch,
+        &history,
+        &["t2", "--test", "durations", "--no-history"],
+    );
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    assert!(!history.exists(), "--no-history wrote a history");
+    for _ in 0..2 {
+        let output = run(&scratch, &history, &["t2", "--test", "durations"]);
+        assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    }
+    let shown = show(&history);
+    for test in ["a_short", "b_long", "c_medium", "d_short"] {
+        let line = shown
+            .lines()
+            .find(|line| line.contains(test))
+            .unwrap_or_else(|| panic!("{test} not shown: {shown}"));
+        assert!(line.contains("2/2 passed"), "{line}");
+    }
+}
+
+#[test]
+fn a_corrupt_history_is_set_aside_and_the_run_goes_on() {
+    let scratch = RunScratch::new();
+    let history = scratch.path("history.json");
+    std::fs::write(&history, "{ this is not json").unwrap();
+    let output = run(&scratch, &history, &["t2", "--test", "durations"]);
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    assert!(notices(&output).contains("aside"), "{}", describe(&output));
+    assert!(scratch.path("history.json.bad").exists());
+    assert!(show(&history).contains("b_long"), "a new history started");
+}
+
+#[test]
+fn two_concurrent_runs_both_land_in_the_history() {
+    let scratch = RunScratch::new();
+    let history = scratch.path("history.json");
+    let spawn = |test: &str| {
+        let mut command = capped_in("verdicts");
+        command.args(["t2", "--test", test]);
+        scratch.apply(&mut command);
+        command
+            .env("CAPPED_HISTORY", &history)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut one = spawn("durations");
+    let mut two = spawn("nocapture");
+    assert!(one.wait().unwrap().success());
+    assert!(two.wait().unwrap().success());
+    let text = std::fs::read_to_string(&history).unwrap();
+    assert!(text.contains("durations b_long"), "{text}");
+    assert!(text.contains("nocapture a_prints"), "{text}");
+}
+
+#[test]
+fn time_shards_cover_every_test_exactly_once() {
+    let scratch = RunScratch::new();
+    let history = scratch.path("history.json");
+    // A history first, so the shards are dealt by time; a test the history does not know
+    // (renamed or new) is dealt at the median.
+    let output = run(&scratch, &history, &["t2", "--test", "durations"]);
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    let text = std::fs::read_to_string(&history)
+        .unwrap()
+        .replace("durations a_short", "durations a_renamed");
+    std::fs::write(&history, text).unwrap();
+    let mut seen = Vec::new();
+    for shard in ["time:1/2", "time:2/2"] {
+        let output = run(
+            &scratch,
+            &history,
+            &[
+                "t2",
+                "--test",
+                "durations",
+                "--partition",
+                shard,
+                "--no-tests",
+                "pass",
+            ],
+        );
+        assert_eq!(exit_code(&output), 0, "{shard}: {}", describe(&output));
+        seen.extend(finished(&output));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["a_short", "b_long", "c_medium", "d_short"],
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_binary_that_peaked_high_waits_for_memory_beside_another() {
+    let scratch = RunScratch::new();
+    let history = scratch.path("history.json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Earlier runs say each binary peaked at 6 GiB; the `budget` profile's 10 GiB holds one
+    // at a time.
+    let entry =
+        serde_json::json!({"runs": [{"outcome": "ran", "peak_rss": 6u64 << 30, "at": now}]});
+    let file = serde_json::json!({
+        "version": 1,
+        "tests": {},
+        "binaries": {
+            "verdicts-fixture::durations": entry,
+            "verdicts-fixture::nocapture": entry,
+        }
+    });
+    std::fs::write(&history, file.to_string()).unwrap();
+    let output = run(
+        &scratch,
+        &history,
+        &[
+            "run",
+            "--profile",
+            "budget",
+            "--test-threads",
+            "2",
+            "--test",
+            "durations",
+            "--test",
+            "nocapture",
+            // One test each: either binary could start beside the other.
+            "--",
+            "--exact",
+            "b_long",
+            "a_prints",
+        ],
+    );
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    assert!(
+        notices(&output).contains("waits for memory"),
+        "{}",
+        describe(&output)
+    );
+    // The two binaries never ran at once.
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|e: &serde_json::Value| {
+            e["type"] == "binary-started" || e["type"] == "binary-finished"
+        })
+        .collect();
+    let mut running = 0;
+    for event in &events {
+        if event["type"] == "binary-started" {
+            running += 1;
+            assert_eq!(running, 1, "two binaries at once: {events:?}");
+        } else {
+            running -= 1;
+        }
+    }
+}
