@@ -6,7 +6,9 @@
 //! [`binary_schedule::SELECTION_CHUNK_BYTES`] of names, one unit per chunk; a binary with nothing in
 //! partition K has no unit at all, and the tests of other partitions are counted
 //! ([`PartitionCount`]) for the run's notice, never reported. A binary whose listing failed is
-//! one unit carrying the error (reported as a failure, never spawned).
+//! one unit carrying the error (reported as a failure, never spawned). A package's doc tests
+//! cannot be selected by name, so they stay one unit (kept or left out whole by
+//! `--partition`, never isolated), and a library without doc tests is no unit.
 
 use std::collections::HashSet;
 
