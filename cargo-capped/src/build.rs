@@ -1,5 +1,6 @@
 //! *Build*: `cargo test --no-run --message-format json-render-diagnostics`, parsed with
-//! `cargo_metadata`.
+//! `cargo_metadata`; and the doc tests of the selected packages ([`doc_tests`]), which
+//! nothing builds ahead: rustdoc compiles them when it runs them.
 //!
 //! Cargo renders compiler diagnostics on stderr itself (which passes through to ours, so
 //! errors look exactly as under `cargo test`); stdout carries the JSON messages, from which
@@ -23,13 +24,21 @@ use crate::plan::{PackageInfo, Plan};
 use crate::process;
 use crate::run::signals;
 
-/// One test executable to run.
+/// [`BinaryId::kind`] of a package's doc tests.
+pub const DOC_KIND: &str = "doc";
+
+/// One test executable to run, or a package's doc tests (`cargo test --doc -p PKG`, whose
+/// runner is libtest too: it takes the same arguments after `--` and writes the same
+/// `--logfile`).
 #[derive(Debug, Clone)]
 pub struct TestBinary {
-    /// Package, target and kind.
+    /// Package, target and kind ([`DOC_KIND`] for doc tests).
     pub id: BinaryId,
-    /// The executable.
+    /// The executable (cargo, for doc tests).
     pub path: PathBuf,
+    /// Arguments before libtest's: for doc tests `test --doc -p PKG [build flags] --`,
+    /// so that every libtest argument the runner adds reaches rustdoc's runner.
+    pub args: Vec<String>,
     /// What `cargo test` tells the process about its package.
     pub package: PackageInfo,
     /// `cargo:rustc-env` pairs of the package's build script.
@@ -38,11 +47,145 @@ pub struct TestBinary {
     pub native_dirs: Vec<PathBuf>,
 }
 
+impl TestBinary {
+    /// Whether this is a package's doc tests. Their names have spaces
+    /// (`src/lib.rs - add (line 3)`) and rustdoc splits its test arguments on whitespace, so
+    /// they cannot be selected by name: the runner never splits, isolates, retries or
+    /// partitions them test by test, only as a whole.
+    pub fn is_doc(&self) -> bool {
+        self.id.kind == DOC_KIND
+    }
+}
+
 /// What the build produced.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOutput {
-    /// Test executables, in the order cargo reported them.
+    /// Test executables, in the order cargo reported them, then the doc tests.
     pub binaries: Vec<TestBinary>,
+    /// Why doc tests the run selected will not run, for the run's header.
+    pub notices: Vec<String>,
+}
+
+/// Whether the run's selection includes doc tests: as under `cargo test`, with `--doc` or
+/// without any target selection flag.
+pub fn runs_doc_tests(plan: &Plan) -> bool {
+    plan.cargo.doc || !plan.cargo.selects_targets()
+}
+
+/// The doc tests of the packages the run selects (`-p`, `--workspace`/`--exclude`, else the
+/// default members), one unit per package whose library has doc tests, each run as
+/// `cargo test --doc -p PKG` with the run's build flags; and a notice for each package
+/// spec whose doc tests cannot run. Empty when the selection excludes doc tests.
+pub fn doc_tests(plan: &Plan) -> (Vec<TestBinary>, Vec<String>) {
+    if !runs_doc_tests(plan) {
+        return (Vec::new(), Vec::new());
+    }
+    let workspace = &plan.workspace;
+    let cargo = &plan.cargo;
+    let mut notices = Vec::new();
+    let selected: Vec<&String> = if cargo.workspace || cargo.all {
+        workspace
+            .members
+            .iter()
+            .filter(|id| {
+                let name = &workspace.packages[*id].name;
+                !cargo
+                    .exclude
+                    .iter()
+                    .any(|spec| spec_matches(spec, name, ""))
+            })
+            .collect()
+    } else if !cargo.package.is_empty() {
+        let mut selected = Vec::new();
+        for spec in &cargo.package {
+            let found: Vec<&String> = workspace
+                .members
+                .iter()
+                .filter(|id| {
+                    let package = &workspace.packages[*id];
+                    spec_matches(spec, &package.name, &package.version)
+                })
+                .collect();
+            if found.is_empty() {
+                notices.push(format!(
+                    "doc tests of `{spec}` are not run: it is not a member of the workspace \
+                     (run them with `cargo test --doc -p {spec}`)"
+                ));
+            }
+            selected.extend(found);
+        }
+        selected
+    } else {
+        match &workspace.default_members {
+            Some(ids) => workspace
+                .members
+                .iter()
+                .filter(|id| ids.contains(id))
+                .collect(),
+            None => {
+                notices.push(
+                    "doc tests are not run: this cargo does not say which packages it tests by \
+                     default; select them with -p or --workspace"
+                        .to_string(),
+                );
+                Vec::new()
+            }
+        }
+    };
+    let mut binaries: Vec<TestBinary> = Vec::new();
+    for id in selected {
+        let package = &workspace.packages[id];
+        let Some(lib) = &package.doc_lib else {
+            continue;
+        };
+        if binaries.iter().any(|b| b.id.package == package.name) {
+            continue;
+        }
+        let mut args: Vec<String> = ["test", "--doc", "--package", &package.name]
+            .map(String::from)
+            .to_vec();
+        args.extend(cargo.build_args());
+        args.push("--".to_string());
+        binaries.push(TestBinary {
+            id: BinaryId {
+                package: package.name.clone(),
+                target: lib.clone(),
+                kind: DOC_KIND.to_string(),
+            },
+            path: cargo_program(),
+            args,
+            package: package.clone(),
+            build_env: Vec::new(),
+            native_dirs: Vec::new(),
+        });
+    }
+    (binaries, notices)
+}
+
+/// Whether cargo's package spec `spec` (`NAME`, `NAME@VERSION`, `NAME:VERSION`, or a name
+/// pattern with `*` and `?`) names the package `name` at `version`.
+fn spec_matches(spec: &str, name: &str, version: &str) -> bool {
+    let (spec_name, spec_version) = match spec.split_once(['@', ':']) {
+        Some((n, v)) => (n, Some(v)),
+        None => (spec, None),
+    };
+    let spec_name = spec_name.rsplit('/').next().unwrap_or(spec_name);
+    let spec_name = spec_name.rsplit('#').next().unwrap_or(spec_name);
+    wildcard(spec_name.as_bytes(), name.as_bytes())
+        && spec_version.is_none_or(|v| version.is_empty() || version.starts_with(v))
+}
+
+/// `*` any run of characters, `?` one character.
+fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            wildcard(&pattern[1..], name) || (!name.is_empty() && wildcard(pattern, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => wildcard(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p == n => wildcard(&pattern[1..], &name[1..]),
+        _ => false,
+    }
 }
 
 /// The `cargo` to run: `$CARGO` (set by cargo for its subcommands), else `cargo`.
@@ -209,13 +352,17 @@ fn collect(plan: &Plan, messages: Messages) -> BuildOutput {
                     .executable
                     .expect("kept only artifacts with an executable")
                     .into_std_path_buf(),
+                args: Vec::new(),
                 build_env: script.map(|s| s.env.clone()).unwrap_or_default(),
                 native_dirs,
                 package,
             }
         })
         .collect();
-    BuildOutput { binaries }
+    BuildOutput {
+        binaries,
+        notices: Vec::new(),
+    }
 }
 
 /// `name` out of a package id such as `path+file:///w/foo#0.1.0`, `path+file:///w/x#foo@0.1.0`
@@ -258,6 +405,18 @@ mod tests {
             "0.1.0"
         );
         assert_eq!(package_version_from_id("path+file:///w/foo#0.1.0"), "0.1.0");
+    }
+
+    #[test]
+    fn package_specs() {
+        assert!(spec_matches("foo", "foo", "0.1.0"));
+        assert!(!spec_matches("foo", "foobar", "0.1.0"));
+        assert!(spec_matches("foo@0.1", "foo", "0.1.0"));
+        assert!(spec_matches("foo:0.1.0", "foo", "0.1.0"));
+        assert!(!spec_matches("foo@0.2", "foo", "0.1.0"));
+        assert!(spec_matches("f*o", "foo", "0.1.0"));
+        assert!(spec_matches("fo?", "foo", "0.1.0"));
+        assert!(!spec_matches("b*", "foo", "0.1.0"));
     }
 
     #[test]

@@ -219,8 +219,8 @@ pub struct CargoArgs {
     /// Test all targets (doc tests excepted: see --doc).
     #[arg(long, help_heading = "Target selection")]
     pub all_targets: bool,
-    /// Not supported: doc tests are compiled and run by rustdoc at test time, outside any
-    /// binary cargo capped can schedule; run `cargo test --doc` for them.
+    /// Test only the libraries' doc tests (run by `cargo test --doc`, one package at a time,
+    /// under the run's width and caps).
     #[arg(long, help_heading = "Target selection")]
     pub doc: bool,
 
@@ -313,6 +313,57 @@ impl CargoArgs {
                 .filter(|(on, _)| *on)
                 .map(|(_, f)| f.to_string()),
         );
+        if let Some(profile) = &self.cargo_profile {
+            args.extend(["--profile".to_string(), profile.clone()]);
+        }
+        if let Some(jobs) = &self.jobs {
+            args.extend(["--jobs".to_string(), jobs.clone()]);
+        }
+        if let Some(dir) = &self.target_dir {
+            args.extend(["--target-dir".to_string(), dir.display().to_string()]);
+        }
+        args.extend(self.manifest_args());
+        args
+    }
+
+    /// Whether a target selection flag is given (`--lib`, `--bin`, `--tests`, `--all-targets`,
+    /// …; not `--doc`): `cargo test` then runs no doc tests.
+    pub fn selects_targets(&self) -> bool {
+        self.lib
+            || self.bins
+            || self.tests
+            || self.examples
+            || self.benches
+            || self.all_targets
+            || !self.bin.is_empty()
+            || !self.test.is_empty()
+            || !self.example.is_empty()
+            || !self.bench.is_empty()
+    }
+
+    /// The flags that decide what is built, without any package or target selection
+    /// (features, build profile, target, jobs, target dir, manifest options): what a
+    /// package's `cargo test --doc` needs to find the build of the run fresh.
+    pub fn build_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for features in &self.features {
+            args.extend(["--features".to_string(), features.clone()]);
+        }
+        for target in &self.target {
+            args.extend(["--target".to_string(), target.clone()]);
+        }
+        for config in &self.cargo_config {
+            args.extend(["--config".to_string(), config.clone()]);
+        }
+        for (on, flag) in [
+            (self.all_features, "--all-features"),
+            (self.no_default_features, "--no-default-features"),
+            (self.release, "--release"),
+        ] {
+            if on {
+                args.push(flag.to_string());
+            }
+        }
         if let Some(profile) = &self.cargo_profile {
             args.extend(["--profile".to_string(), profile.clone()]);
         }

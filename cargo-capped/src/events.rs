@@ -23,6 +23,8 @@ impl std::fmt::Display for BinaryId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.kind == "lib" || self.kind == "proc-macro" {
             write!(f, "{}", self.package)
+        } else if self.kind == crate::build::DOC_KIND {
+            write!(f, "{} (doc)", self.package)
         } else {
             write!(f, "{}::{}", self.package, self.target)
         }

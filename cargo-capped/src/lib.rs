@@ -164,17 +164,17 @@ fn run_tests(profile: &str, args: RunArgs) -> Result<i32> {
     run::env::prefetch_toolchain_libdir();
     // Before the build: its load on the host counts as the run's own (see OwnLoad).
     let mut hooks = run::host_safety::HostSafety::new(&plan);
-    let built = build::build(&plan, plan.output.color, plan.output.quiet)?;
+    let mut built = build_all(&plan, plan.output.color, plan.output.quiet)?;
     if no_run {
         return list_binaries(&built.binaries, &plan.output);
     }
+    let (doc, notices) = build::doc_tests(&plan);
+    built.binaries.extend(doc);
+    built.notices.extend(notices);
     let mut reporter = reporter::Reporter::new(reporter_options(&plan.output));
-    let summary = run::run(
-        &plan,
-        built.binaries,
-        &mut hooks,
-        &mut |event: &RunEvent| reporter.event(event),
-    );
+    let summary = run::run(&plan, built, &mut hooks, &mut |event: &RunEvent| {
+        reporter.event(event)
+    });
     let finished = reporter.finish();
     let summary = summary?;
     match finished {
@@ -193,6 +193,15 @@ fn run_tests(profile: &str, args: RunArgs) -> Result<i32> {
             })
         }
     }
+}
+
+/// The test binaries; none under `--doc`, whose doc tests are compiled by rustdoc as they
+/// run (their library is built by their own `cargo test --doc`).
+fn build_all(plan: &Plan, color: cli::Color, quiet: bool) -> Result<build::BuildOutput> {
+    if plan.cargo.doc {
+        return Ok(build::BuildOutput::default());
+    }
+    build::build(plan, color, quiet)
 }
 
 /// `--no-run`: the binaries the build produced, and nothing run. Each is named on stderr
@@ -252,9 +261,14 @@ fn list_tests(args: ListArgs) -> Result<i32> {
         ..PlanInput::default()
     })?;
     run::env::prefetch_toolchain_libdir();
-    let built = build::build(&plan, args.color, args.quiet)?;
+    let built = build_all(&plan, args.color, args.quiet)?;
     let (env, _caps) = plan.env_for_run(None);
-    let binaries = built.binaries;
+    let mut binaries = built.binaries;
+    let (doc, notices) = build::doc_tests(&plan);
+    binaries.extend(doc);
+    for notice in notices {
+        eprintln!("note: {notice}");
+    }
     let listings = run::list::list_all(
         &binaries,
         run::list::ListArgs {

@@ -191,6 +191,7 @@ fn workspace() -> Workspace {
         root: PathBuf::from("/ws"),
         target_dir: PathBuf::from("/ws/target"),
         packages: HashMap::new(),
+        ..Workspace::default()
     }
 }
 

@@ -40,7 +40,11 @@ fn bad_usage_exits_2_with_a_hint() {
         (&["t2", "--test-threads", "0"][..], "test-threads"),
         (&["t2", "--profile", "release"][..], "--cargo-profile"),
         (&["t2", "--", "--test-threads", "4"][..], "before `--`"),
-        (&["t2", "--doc"][..], "cargo test --doc"),
+        (&["t2", "--doc", "--lib"][..], "--doc selects"),
+        (
+            &["t2", "--doc", "--no-run"][..],
+            "--no-run cannot be combined with --doc",
+        ),
         (&["t2", "--timeout", "soon"][..], "timeout"),
         (&["frobnicate"][..], "frobnicate"),
     ] {

@@ -128,8 +128,12 @@ impl LogParser {
             Some((body, time)) if time.ends_with("s>") => body,
             _ => line,
         };
-        let (before, name) = body.rsplit_once(' ')?;
-        self.names.contains(name).then_some((before, name))
+        // A name may have spaces of its own (doc tests': `src/lib.rs - add (line 3)`): the
+        // shortest listed name that ends the line is the record's.
+        body.match_indices(' ')
+            .rev()
+            .map(|(at, _)| (&body[..at], &body[at + 1..]))
+            .find(|(_, name)| self.names.contains(*name))
     }
 }
 
@@ -188,6 +192,28 @@ mod tests {
     fn parse(names: &[&str], log: &str) -> Vec<LogRecord> {
         let mut parser = LogParser::new(names.iter().copied());
         log.lines().filter_map(|line| parser.line(line)).collect()
+    }
+
+    #[test]
+    fn names_with_spaces_are_doc_tests() {
+        let names = ["src/lib.rs - add (line 3)", "src/lib.rs - sub (line 10)"];
+        let records = parse(
+            &names,
+            "ok src/lib.rs - add (line 3)\nfailed src/lib.rs - sub (line 10)\n",
+        );
+        assert_eq!(
+            records,
+            [
+                LogRecord {
+                    name: names[0].into(),
+                    verdict: LogVerdict::Passed,
+                },
+                LogRecord {
+                    name: names[1].into(),
+                    verdict: LogVerdict::Failed { message: None },
+                },
+            ]
+        );
     }
 
     #[test]

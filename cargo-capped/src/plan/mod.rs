@@ -170,10 +170,18 @@ impl Plan {
     /// `--doc`), before anything is discovered or built.
     pub fn check_input(input: &PlanInput) -> Result<()> {
         crate::cli::check_test_args(&input.test_args).map_err(Error::Usage)?;
-        if input.cargo.doc {
+        if input.cargo.doc && input.cargo.selects_targets() {
             return Err(Error::Usage(
-                "--doc is not supported: doc tests are compiled and run by rustdoc at test time, outside \
-                 any binary cargo capped can schedule and cap; run them with `cargo test --doc`"
+                "--doc selects the libraries' doc tests only and cannot be combined with \
+                 --lib, --bin(s), --test(s), --example(s), --bench(es) or --all-targets; \
+                 drop --doc, or run the doc tests in a run of their own"
+                    .into(),
+            ));
+        }
+        if input.cargo.doc && input.options.no_run {
+            return Err(Error::Usage(
+                "--no-run cannot be combined with --doc: rustdoc compiles doc tests only when \
+                 it runs them; drop one of the two"
                     .into(),
             ));
         }
@@ -424,6 +432,7 @@ mod tests {
             root: PathBuf::from("/ws"),
             target_dir: PathBuf::from("/ws/target"),
             packages: HashMap::new(),
+            ..Workspace::default()
         }
     }
 

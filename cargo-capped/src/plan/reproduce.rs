@@ -116,12 +116,28 @@ impl ReproduceBase {
         words.extend(target_selector(binary));
         words.push("--".to_string());
         words.extend(self.test_flags.iter().cloned());
-        words.push("--exact".to_string());
+        // A doc test's name cannot be given whole (see `test_filter`).
+        if binary.kind != crate::build::DOC_KIND {
+            words.push("--exact".to_string());
+        }
         Reproduce {
             seed_origin: self.seed_origin,
             words,
         }
     }
+}
+
+/// What selects test `name` of `binary` after `--`: the name itself, or for a doc test
+/// (`src/lib.rs - Foo::add (line 3)`) its item path (`Foo::add`), since rustdoc splits its
+/// test arguments on whitespace and no argument can carry the whole name; the item path
+/// may select the item's other doc tests too.
+pub fn test_filter<'n>(binary: &BinaryId, name: &'n str) -> &'n str {
+    if binary.kind != crate::build::DOC_KIND {
+        return name;
+    }
+    let item = name.split_once(" - ").map_or(name, |(_, item)| item);
+    let item = item.rsplit_once(" (line ").map_or(item, |(item, _)| item);
+    item.trim()
 }
 
 /// `--lib`, `--test NAME`, … selecting a binary's target in cargo's terms.
@@ -130,6 +146,7 @@ fn target_selector(binary: &BinaryId) -> Vec<String> {
         "lib" | "proc-macro" | "rlib" | "dylib" | "cdylib" | "staticlib" => {
             vec!["--lib".to_string()]
         }
+        crate::build::DOC_KIND => vec!["--doc".to_string()],
         "bin" | "test" | "bench" | "example" => {
             vec![format!("--{}", binary.kind), binary.target.clone()]
         }
@@ -153,6 +170,7 @@ mod tests {
                 root: PathBuf::from("/ws"),
                 target_dir: PathBuf::from("/ws/target"),
                 packages: HashMap::new(),
+                ..Workspace::default()
             },
             Config::default(),
             PlanInput {
@@ -234,6 +252,21 @@ mod tests {
         assert!(line("bin", "tool").contains(" -p serial_test --bin tool -- "));
         assert!(line("example", "demo").contains(" -p serial_test --example demo -- "));
         assert!(line("bench", "speed").contains(" -p serial_test --bench speed -- "));
+    }
+
+    #[test]
+    fn doc_tests_are_selected_by_their_item() {
+        let plan = plan(CargoArgs::default(), RunOptions::default(), &[]);
+        let doc = binary("doc", "serial_test");
+        let name = "src/lib.rs - Locks::file (line 12)";
+        let line = ReproduceBase::from_plan(&plan)
+            .for_binary(&doc)
+            .command_for(test_filter(&doc, name));
+        assert!(
+            line.ends_with(" -p serial_test --doc -- Locks::file"),
+            "{line}"
+        );
+        assert_eq!(test_filter(&binary("test", "t"), name), name);
     }
 
     #[test]

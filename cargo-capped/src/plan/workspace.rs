@@ -35,10 +35,13 @@ pub struct PackageInfo {
     pub readme: String,
     /// `CARGO_MANIFEST_PATH`; its dir is `CARGO_MANIFEST_DIR` and the working directory.
     pub manifest_path: PathBuf,
+    /// The name of its library target when `cargo test` runs that library's doc tests
+    /// (a `lib`/`rlib`/`proc-macro` target with `doctest = true`).
+    pub doc_lib: Option<String>,
 }
 
 /// The workspace being tested.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Workspace {
     /// The workspace root (`.config/capped.toml` is read from here).
     pub root: PathBuf,
@@ -46,6 +49,11 @@ pub struct Workspace {
     pub target_dir: PathBuf,
     /// Workspace members by package id.
     pub packages: HashMap<String, PackageInfo>,
+    /// The members' package ids, in `cargo metadata`'s order.
+    pub members: Vec<String>,
+    /// The packages `cargo test` selects without `-p` or `--workspace` (the root package,
+    /// else `default-members`, else every member); `None` when cargo is too old to say.
+    pub default_members: Option<Vec<String>>,
 }
 
 impl Workspace {
@@ -103,6 +111,21 @@ impl Workspace {
                             .unwrap_or_default(),
                         readme: opt_path(&p.readme),
                         manifest_path: p.manifest_path.clone().into_std_path_buf(),
+                        doc_lib: p
+                            .targets
+                            .iter()
+                            .find(|t| {
+                                t.doctest
+                                    && t.kind.iter().any(|k| {
+                                        matches!(
+                                            k,
+                                            cargo_metadata::TargetKind::Lib
+                                                | cargo_metadata::TargetKind::RLib
+                                                | cargo_metadata::TargetKind::ProcMacro
+                                        )
+                                    })
+                            })
+                            .map(|t| t.name.clone()),
                     },
                 )
             })
@@ -114,10 +137,24 @@ impl Workspace {
                 .join(dir),
             None => metadata.target_directory.into_std_path_buf(),
         };
+        let members = metadata
+            .workspace_members
+            .iter()
+            .map(|id| id.repr.clone())
+            .collect();
+        let default_members = metadata.workspace_default_members.is_available().then(|| {
+            metadata
+                .workspace_default_members
+                .iter()
+                .map(|id| id.repr.clone())
+                .collect()
+        });
         Ok(Workspace {
             root: metadata.workspace_root.into_std_path_buf(),
             target_dir,
             packages,
+            members,
+            default_members,
         })
     }
 }

@@ -514,7 +514,8 @@ impl Human {
             SeedOrigin::Deterministic => "the deterministic seed",
             SeedOrigin::Random => "the seed was drawn for this run",
         };
-        Some(format!("{}  # {label}", reproduce.command_for(&test.name)))
+        let filter = crate::plan::reproduce::test_filter(&test.binary, &test.name);
+        Some(format!("{}  # {label}", reproduce.command_for(filter)))
     }
 }
 

@@ -79,6 +79,8 @@ impl Runner<'_> {
                 .on_binary_finished(&name, run_width as usize, &failed, stray_output);
         let mut rerun: Vec<String> = match adaptation.rerun {
             Rerun::Nothing => Vec::new(),
+            // Doc tests cannot be selected by name: their first result stands.
+            _ if unit.binary.is_doc() => Vec::new(),
             Rerun::Tests(names) => names,
             Rerun::WholeBinary if unit.rerun => Vec::new(),
             Rerun::WholeBinary => remaining

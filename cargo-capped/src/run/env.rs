@@ -148,7 +148,8 @@ pub fn cargo_vars(binary: &TestBinary, target_dir: &Path) -> Vec<(String, String
 }
 
 /// A command for `binary` with cargo's environment, the run's environment `run_env` and
-/// the per-binary `extra` variables, in the package root. Arguments are left to the caller.
+/// the per-binary `extra` variables, in the package root. Arguments beyond the binary's
+/// own ([`TestBinary::args`]) are left to the caller.
 pub fn command_for(
     binary: &TestBinary,
     target_dir: &Path,
@@ -156,14 +157,22 @@ pub fn command_for(
     extra: &[(String, String)],
 ) -> Command {
     let mut command = Command::new(&binary.path);
+    command.args(&binary.args);
     for var in inherited_capped_vars() {
         command.env_remove(var);
     }
-    command.envs(cargo_vars(binary, target_dir));
-    command.env(DYLIB_PATH_VAR, dylib_path(binary));
+    // Doc tests run under `cargo test --doc`, which gives rustdoc and the tests cargo's
+    // variables, the dylib path and the package root itself; cargo stays in our directory,
+    // where a relative `--manifest-path` or `--target-dir` means what it meant to us.
+    if !binary.is_doc() {
+        command.envs(cargo_vars(binary, target_dir));
+        command.env(DYLIB_PATH_VAR, dylib_path(binary));
+    }
     command.envs(run_env);
     command.envs(extra.iter().map(|(k, v)| (k, v)));
-    if let Some(dir) = binary.package.manifest_path.parent() {
+    if !binary.is_doc()
+        && let Some(dir) = binary.package.manifest_path.parent()
+    {
         command.current_dir(dir);
     }
     command
@@ -183,6 +192,7 @@ mod tests {
                 kind: "test".into(),
             },
             path: PathBuf::from("/w/target/debug/deps/it-123"),
+            args: Vec::new(),
             package: PackageInfo {
                 name: "foo".into(),
                 version: "1.22.3-beta.1+meta".into(),

@@ -79,6 +79,19 @@ pub fn list_all(binaries: &[TestBinary], args: ListArgs<'_>) -> Vec<Result<Listi
 
 /// Lists one binary.
 pub fn list_binary(binary: &TestBinary, args: ListArgs<'_>) -> Result<Listing, String> {
+    if binary.is_doc() {
+        // rustdoc's runner is libtest: it writes the logfile records, but only to a path
+        // without whitespace (rustdoc splits its test arguments on whitespace).
+        let mut listing = parse_list(&run_list(binary, args, false, None)?);
+        listing.logfile = args
+            .probe_dir
+            .is_some_and(|dir| !dir.to_string_lossy().contains(char::is_whitespace));
+        if !listing.tests.is_empty() && !runs_ignored(args.test_args) {
+            let ignored = run_list(binary, args, true, None)?;
+            mark_ignored(&mut listing.tests, &ignored);
+        }
+        return Ok(listing);
+    }
     let probe = args.probe_dir.map(|dir| {
         let name = binary
             .path
@@ -155,8 +168,13 @@ fn run_list(
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(format!(
-            "`{} --list` failed ({}):\n{}",
+            "`{}{} --list` failed ({}):\n{}",
             binary.path.display(),
+            binary
+                .args
+                .iter()
+                .map(|a| format!(" {a}"))
+                .collect::<String>(),
             output.status,
             stderr.trim_end()
         ));

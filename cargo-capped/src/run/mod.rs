@@ -85,7 +85,7 @@ use std::time::{Instant, SystemTime};
 pub use hooks::{MemoryEnd, RunHooks, WidthDecision};
 
 use crate::adapt::emfile_policy::EmfileAdapter;
-use crate::build::TestBinary;
+use crate::build::BuildOutput;
 use crate::errors::Result;
 use crate::events::{BinaryId, RunEvent, RunSummary};
 use crate::plan::Plan;
@@ -94,16 +94,20 @@ use run_dir::RunDir;
 use runner::Runner;
 use summary::Measurements;
 
-/// Runs the built binaries under `plan`, sending every [`RunEvent`] to `sink`. Returns the
+/// Runs the built binaries (and doc tests) under `plan`, sending every [`RunEvent`] to `sink`. Returns the
 /// summary (also sent as [`RunEvent::RunFinished`]). Call it from a thread that lives until
 /// it returns (the main thread): the test binaries die with the thread that spawned them.
 pub fn run(
     plan: &Plan,
-    binaries: Vec<TestBinary>,
+    built: BuildOutput,
     hooks: &mut dyn RunHooks,
     sink: &mut dyn FnMut(&RunEvent),
 ) -> Result<RunSummary> {
     let run_started = Instant::now();
+    let BuildOutput {
+        binaries,
+        notices: build_notices,
+    } = built;
     let starting_notices = hooks.starting(plan.caps.test_threads());
     let run_dir = RunDir::create(&plan.workspace.target_dir)?;
     let (env, caps) = plan.env_for_run(Some((run_dir.id(), run_dir.path())));
@@ -222,7 +226,7 @@ pub fn run(
         at: SystemTime::now(),
         reproduce: runner.reproduce.clone(),
     });
-    for message in starting_notices {
+    for message in starting_notices.into_iter().chain(build_notices) {
         runner.emit(RunEvent::Notice { message });
     }
     while let Some(message) = runner.hooks.notice() {

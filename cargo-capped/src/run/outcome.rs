@@ -150,8 +150,10 @@ impl Runner<'_> {
         };
         let unit = &self.units[index];
         let binary = unit.binary.id.clone();
-        if self.stopping() || unit.restarts >= MAX_RESTARTS {
-            let reason = if self.stopping() {
+        if self.stopping() || unit.restarts >= MAX_RESTARTS || unit.binary.is_doc() {
+            let reason = if unit.binary.is_doc() {
+                format!("`{test}` timed out; doc tests cannot be selected by name to run again")
+            } else if self.stopping() {
                 format!("`{test}` timed out and the run stopped before this test could run again")
             } else {
                 format!(

@@ -168,10 +168,12 @@ impl Runner<'_> {
     }
 
     /// Queues a unit that runs `result`'s test alone; false when its binary's listing does
-    /// not know it.
+    /// not know it, or it is a doc test (which cannot be selected by name).
     fn queue_retry(&mut self, result: &TestResult) -> bool {
         let Some(unit) = self.units.iter().find(|u| {
-            u.binary.id == result.binary && u.listing.tests.iter().any(|t| t.name == result.name)
+            u.binary.id == result.binary
+                && !u.binary.is_doc()
+                && u.listing.tests.iter().any(|t| t.name == result.name)
         }) else {
             return false;
         };

@@ -44,6 +44,7 @@ impl Runner<'_> {
         let unit = &self.units[index];
         if !self.plan.split_binaries
             || unit.listing.harness
+            || unit.binary.is_doc()
             || unit.rerun
             || unit.splits >= MAX_SPLITS
             || !unit.claimed.is_empty()

@@ -6,7 +6,9 @@
 //! [`binary_schedule::SELECTION_CHUNK_BYTES`] of names, one unit per chunk; a binary with nothing in
 //! partition K has no unit at all, and the tests of other partitions are counted
 //! ([`PartitionCount`]) for the run's notice, never reported. A binary whose listing failed is
-//! one unit carrying the error (reported as a failure, never spawned).
+//! one unit carrying the error (reported as a failure, never spawned). A package's doc tests
+//! cannot be selected by name, so they stay one unit (kept or left out whole by
+//! `--partition`, never isolated), and a library without doc tests is no unit.
 
 use std::collections::HashSet;
 
@@ -69,6 +71,11 @@ pub(super) fn units_of(
     let mut partitioned = PartitionCount::default();
     let mut skipped = Vec::new();
     for (binary, listing) in binaries.into_iter().zip(listings) {
+        // A library without doc tests is no unit of the run (as under `cargo test`, where
+        // it prints an empty "Doc-tests" section).
+        if binary.is_doc() && listing.as_ref().is_ok_and(|l| l.tests.is_empty()) {
+            continue;
+        }
         let claimed = plan.groups_claiming(&binary.id.target);
         let (mut listing, list_error) = match listing {
             Ok(listing) => (listing, None),
@@ -94,6 +101,16 @@ pub(super) fn units_of(
             continue;
         }
         let selections = match (&plan.partition, &list_error) {
+            // Doc tests cannot be selected by name: a package's go to one partition whole.
+            (Some(partition), None) if binary.is_doc() => {
+                let tests = listing.tests.len();
+                if !partition.contains(&binary.id, "") {
+                    partitioned.left += tests;
+                    continue;
+                }
+                partitioned.kept += tests;
+                vec![(listing, None)]
+            }
             (Some(partition), None) => {
                 let (kept, left) =
                     partition_listing(&listing, &binary.id, |id, name| match &dealt {
@@ -126,7 +143,7 @@ pub(super) fn units_of(
             }
             _ => vec![(listing, None)],
         };
-        let selections = if list_error.is_none() {
+        let selections = if list_error.is_none() && !binary.is_doc() {
             selections
                 .into_iter()
                 .flat_map(|(listing, selection)| isolate(plan, &claimed, listing, selection))
