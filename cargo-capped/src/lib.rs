@@ -16,6 +16,7 @@ pub mod events;
 pub mod gate;
 pub mod host;
 pub mod libtest;
+pub mod nextest_config;
 pub mod plan;
 pub mod preflight;
 pub mod process;
@@ -77,6 +78,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Run(args) => run_tests(&args.profile, args.run),
         Command::List(args) => list_tests(args),
+        Command::NextestConfig(args) => nextest_config::run(args),
         Command::Gate(_) | Command::Preflight(_) => {
             unreachable!("dispatched above")
         }
