@@ -210,6 +210,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
         },
     );
     let mut failed = false;
+    let mut plain = false;
     for (binary, listing) in binaries.iter().zip(listings) {
         let claimed = plan.groups_claiming(&binary.id.target);
         match listing {
@@ -243,6 +244,8 @@ fn list_tests(args: ListArgs) -> Result<i32> {
                     }
                     if listing.harness {
                         header.push_str(" (harness)");
+                    } else if !listing.tests.is_empty() {
+                        plain = true;
                     }
                     println!("{header}:");
                     for test in &listing.tests {
@@ -267,6 +270,14 @@ fn list_tests(args: ListArgs) -> Result<i32> {
                 }
             },
         }
+    }
+    if plain && args.message_format == MessageFormat::Human {
+        // A plain libtest binary lists names only: its #[capped] tests declare their groups
+        // when they run, so an empty group column there means "not known yet", not "none".
+        println!(
+            "note: groups are shown for harness-mode tests and claimed binaries; a #[capped] test \
+             in a plain libtest binary declares its groups when it runs"
+        );
     }
     Ok(if failed { errors::EXIT_TEST_FAILED } else { 0 })
 }

@@ -97,3 +97,21 @@ fn without_nextest_it_says_how_to_install_it() {
     );
     assert!(output.stdout.is_empty(), "{}", describe(&output));
 }
+
+#[test]
+fn list_says_when_groups_are_known_only_at_run_time() {
+    let output = capped_in("isolation")
+        .args(["list", "-q"])
+        .output()
+        .expect("running cargo capped list");
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The harness binary's tests show their groups; the plain binaries get the note.
+    assert!(stdout.contains("alone_one [groups: alone]"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "a #[capped] test in a plain libtest binary declares its groups when it runs"
+        ),
+        "{stdout}"
+    );
+}
