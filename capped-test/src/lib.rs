@@ -52,9 +52,11 @@ extern crate self as capped_test;
 
 mod context;
 mod devices;
+#[cfg(feature = "harness")]
 mod harness;
 mod init;
 mod run_test;
+#[cfg(feature = "async")]
 mod runtime;
 pub mod test_spec;
 
@@ -66,19 +68,38 @@ pub use capped_test_macros::capped;
 pub use context::{current_test, seed, seed_for, slot, slot_envs};
 pub use devices::device;
 pub use init::ensure_init;
+#[cfg(feature = "async")]
 pub use runtime::{LimiterStats, TaskLimiter, runtime};
 
 /// Items the `#[capped]` attribute and `main!()` expand to. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    #[cfg(feature = "harness")]
     pub use crate::harness::{MainMarker, harness_main};
     pub use crate::run_test::run_libtest;
     pub use crate::test_spec::{Registration, ShouldPanic, TestReturn, TestSpec};
     pub use inventory;
 
     /// Runs an async test body to completion on the capped runtime.
+    #[cfg(feature = "async")]
     pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         crate::runtime::runtime().block_on(future)
+    }
+
+    /// Without the `async` feature there is no runtime: an `async fn` under `#[capped]`
+    /// fails to compile with this trait's message instead of a missing-path error.
+    #[cfg(not(feature = "async"))]
+    #[diagnostic::on_unimplemented(
+        message = "an `async fn` #[capped] test needs capped-test's `async` feature",
+        label = "async test without the `async` feature",
+        note = "enable it: capped-test = {{ version = \"..\", features = [\"async\"] }} (it is a default feature)"
+    )]
+    pub trait NeedsAsyncFeature {}
+
+    /// Without the `async` feature: never callable (see [`NeedsAsyncFeature`]).
+    #[cfg(not(feature = "async"))]
+    pub fn block_on<F: std::future::Future + NeedsAsyncFeature>(_future: F) -> F::Output {
+        unreachable!("no type implements NeedsAsyncFeature")
     }
 }
 
@@ -158,6 +179,7 @@ pub mod __private {
 ///   replaces this one: the `#[capped]` tests run under libtest, where they still hold their
 ///   resources but wait for them on libtest's threads. The first of them prints a warning
 ///   saying so.
+#[cfg(feature = "harness")]
 #[macro_export]
 macro_rules! main {
     () => {
@@ -168,5 +190,18 @@ macro_rules! main {
         $crate::__private::inventory::submit! {
             $crate::__private::MainMarker
         }
+    };
+}
+
+/// Without the `harness` feature there is no harness: `main!()` is a compile error that
+/// says which feature to enable.
+#[cfg(not(feature = "harness"))]
+#[macro_export]
+macro_rules! main {
+    () => {
+        compile_error!(
+            "capped_test::main!() needs capped-test's `harness` feature (a default feature): \
+             enable it, or drop `harness = false` and main!() to run the tests under libtest"
+        );
     };
 }

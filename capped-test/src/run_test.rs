@@ -193,6 +193,7 @@ pub(crate) fn run_body<T: TestReturn>(
 /// Runs one test under libtest: what `#[capped]` expands to.
 pub fn run_libtest<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> T {
     ensure_init();
+    #[cfg(feature = "harness")]
     crate::harness::warn_if_main_under_libtest();
     let caps = caps();
     let name = spec.name();

@@ -62,6 +62,15 @@ pub enum Command {
     Run(NamedRunArgs),
     /// Build the test binaries and list their tests (with the groups harness tests declare).
     List(ListArgs),
+    /// Write the nextest config (`[test-groups]`, overrides) that keeps these groups under `cargo nextest run`.
+    #[command(
+        long_about = "Write the `[test-groups]` and `[[profile.default.overrides]]` that make `cargo nextest run` \
+            keep the groups of .config/capped.toml: a group's `max` becomes its `max-threads`, a binary a group \
+            claims (`binaries = [..]`) is filtered by its binary id, and a harness-mode test that declares a group \
+            by its binary id and exact name. Binary ids and test names come from `cargo nextest list`, so \
+            cargo-nextest must be installed. Writes to stdout, or to --output PATH (e.g. .config/nextest.toml)."
+    )]
+    NextestConfig(crate::nextest_config::NextestConfigArgs),
     /// Check the host (CPUs, load, PSI, processes, open files, memory, disk) before a run.
     #[command(
         long_about = "Check the host before a run: CPUs (affinity, cgroup quota), load 1/5/15, PSI, \

@@ -221,6 +221,9 @@ pub struct GroupStats {
     pub wait: capped_model::Percentiles,
     /// The most holders at once seen.
     pub peak_holders: u32,
+    /// How many of the acquisitions were the runner waiting to start a test binary (its
+    /// turn at the width, or a group claiming the whole binary), not a test waiting.
+    pub binary_waits: usize,
 }
 
 /// The closing figures of a run.

@@ -17,6 +17,7 @@ pub mod gate;
 pub mod history;
 pub mod host;
 pub mod libtest;
+pub mod nextest_config;
 pub mod plan;
 pub mod preflight;
 pub mod process;
@@ -79,6 +80,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Run(args) => run_tests(&args.profile, args.run),
         Command::List(args) => list_tests(args),
+        Command::NextestConfig(args) => nextest_config::run(args),
         Command::Gate(_) | Command::Preflight(_) | Command::History(_) => {
             unreachable!("dispatched above")
         }
@@ -280,6 +282,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
         },
     );
     let mut failed = false;
+    let mut plain = false;
     for (binary, listing) in binaries.iter().zip(listings) {
         let claimed = plan.groups_claiming(&binary.id.target);
         match listing {
@@ -313,6 +316,8 @@ fn list_tests(args: ListArgs) -> Result<i32> {
                     }
                     if listing.harness {
                         header.push_str(" (harness)");
+                    } else if !listing.tests.is_empty() {
+                        plain = true;
                     }
                     println!("{header}:");
                     for test in &listing.tests {
@@ -337,6 +342,14 @@ fn list_tests(args: ListArgs) -> Result<i32> {
                 }
             },
         }
+    }
+    if plain && args.message_format == MessageFormat::Human {
+        // A plain libtest binary lists names only: its #[capped] tests declare their groups
+        // when they run, so an empty group column there means "not known yet", not "none".
+        println!(
+            "note: groups are shown for harness-mode tests and claimed binaries; a #[capped] test \
+             in a plain libtest binary declares its groups when it runs"
+        );
     }
     Ok(if failed { errors::EXIT_TEST_FAILED } else { 0 })
 }

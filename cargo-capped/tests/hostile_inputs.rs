@@ -368,6 +368,16 @@ proptest! {
             }
             // Reads a file and prints; nothing to resolve.
             Command::History(_) => return Ok(()),
+            Command::NextestConfig(args) => {
+                let run = RunArgs {
+                    cargo: args.cargo,
+                    options: Default::default(),
+                    output: Default::default(),
+                    filter: None,
+                    test_args: Vec::new(),
+                };
+                plan("t2", run, config, lock_dir.path())
+            }
             Command::Gate(gate) => {
                 for n in [gate.max, gate.threads.rayon_threads, gate.threads.blas_threads, gate.threads.async_threads]
                     .into_iter()

@@ -403,9 +403,18 @@ impl Human {
                 ("width", Some(header)) => format!("/{}", header.width),
                 _ => String::new(),
             };
+            // The runner's own waits are binaries waiting their turn, not tests waiting for
+            // a slot: a reader must not take them for contention inside the group.
+            let whose = if stats.count > 0 && stats.binary_waits == stats.count {
+                " (binaries waiting their turn)".to_string()
+            } else if stats.binary_waits > 0 {
+                format!(" ({} by binaries waiting their turn)", stats.binary_waits)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "{} {group}: {} acquisition{}, wait p50 {} p95 {} p99 {}, peak holders {}{capacity}",
+                "{} {group}: {} acquisition{}{whose}, wait p50 {} p95 {} p99 {}, peak holders {}{capacity}",
                 p.label(Style::Bold, if i == 0 { "Groups" } else { "" }),
                 stats.count,
                 plural(stats.count),

@@ -108,6 +108,7 @@ fn summary(junit: Option<&Path>) -> RunSummary {
                     count: 6,
                     wait: waits(0, 310, 320),
                     peak_holders: 1,
+                    binary_waits: 0,
                 },
             ),
             (
@@ -116,6 +117,7 @@ fn summary(junit: Option<&Path>) -> RunSummary {
                     count: 7,
                     wait: waits(0, 12, 30),
                     peak_holders: 2,
+                    binary_waits: 3,
                 },
             ),
         ]),
@@ -308,7 +310,7 @@ Segmentation fault in libfoo
      Slowest   30.000s tests::hangs
                 0.503s tests::divides
       Groups gpu: 6 acquisitions, wait p50 0ms p95 310ms p99 320ms, peak holders 1
-             width: 7 acquisitions, wait p50 0ms p95 12ms p99 30ms, peak holders 2/2
+             width: 7 acquisitions (3 by binaries waiting their turn), wait p50 0ms p95 12ms p99 30ms, peak holders 2/2
  Concurrency 2 tests at once at peak, width 2
       Memory runner peak RSS 22 MiB
              peak RSS per test binary: pkg::integration 3 GiB, pkg 31 MiB

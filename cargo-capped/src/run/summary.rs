@@ -37,6 +37,8 @@ pub struct Measurements {
     pub holdings: Vec<Holding>,
     /// Waits per resource.
     pub waits: BTreeMap<String, Vec<Duration>>,
+    /// How many of `waits` were the runner waiting to start a binary.
+    pub binary_waits: BTreeMap<String, usize>,
 }
 
 impl Measurements {
@@ -132,6 +134,7 @@ impl Measurements {
             .entry(resource.to_string())
             .or_default()
             .push(wait);
+        *self.binary_waits.entry(resource.to_string()).or_default() += 1;
     }
 
     /// The most slots of `resource` held at once.
@@ -176,6 +179,7 @@ impl Measurements {
                     count: waits.len(),
                     wait: Percentiles::of(waits),
                     peak_holders: self.peak(resource),
+                    binary_waits: self.binary_waits.get(resource).copied().unwrap_or(0),
                 },
             );
         }
