@@ -368,9 +368,11 @@ pub struct RunOptions {
     /// pressure) runs one test at a time until it calms down.
     #[arg(long, help_heading = "Run options")]
     pub no_degrade: bool,
-    /// Run only the tests of partition K of N (hash:K/N): each test belongs to one partition
-    /// by a stable hash of its binary and name, so N jobs with K = 1..N run every test once.
-    #[arg(long, value_name = "hash:K/N", value_parser = crate::plan::partition::Partition::parse, help_heading = "Run options")]
+    /// Run only the tests of partition K of N, so N jobs with K = 1..N run every test once.
+    /// hash:K/N places each test by a stable hash of its binary and name (adding a test
+    /// moves no other); slice:K/N takes every Nth of the run's tests sorted by binary and
+    /// name, from the Kth (even slices).
+    #[arg(long, value_name = "hash:K/N|slice:K/N", value_parser = crate::plan::partition::Partition::parse, help_heading = "Run options")]
     pub partition: Option<crate::plan::partition::Partition>,
     /// `test`: run each test as a process of its own, so --timeout and --mem-limit act on
     /// that test alone and a crash fails only it; `binary` (the default): a test binary's
@@ -749,7 +751,11 @@ mod tests {
         assert!(options.no_degrade);
         assert_eq!(
             options.partition,
-            Some(crate::plan::Partition { index: 2, count: 3 })
+            Some(crate::plan::Partition {
+                scheme: crate::plan::partition::Scheme::Hash,
+                index: 2,
+                count: 3
+            })
         );
         for bad in [
             &["--mem-limit", "0"][..],

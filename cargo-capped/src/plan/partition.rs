@@ -1,19 +1,47 @@
-//! `--partition hash:K/N`: split a run's tests over N machines (or N CI jobs), as nextest's
-//! hash partitioning does.
+//! `--partition hash:K/N` and `--partition slice:K/N`: split a run's tests over N machines
+//! (or N CI jobs), as nextest's partitioning does.
 //!
-//! A test belongs to partition `K` of `N` when `derive_seed(0, KEY) % N == K − 1`, where `KEY`
-//! is `package/kind/target/test-name` and `derive_seed` is capped-test's stable hash (FNV-1a
-//! with the SplitMix64 finalizer: the same on every Rust version and machine). A test's
-//! partition thus depends only on its own identity: adding a test never moves another one,
-//! and partitions `1/N` … `N/N` together cover every test exactly once.
+//! * **hash**: a test belongs to partition `K` of `N` when `derive_seed(0, KEY) % N == K − 1`,
+//!   where `KEY` is `package/kind/target/test-name` and `derive_seed` is capped-test's stable
+//!   hash (FNV-1a with the SplitMix64 finalizer: the same on every Rust version and machine).
+//!   A test's partition thus depends only on its own identity: adding a test never moves
+//!   another one.
+//! * **slice**: the run's tests (every binary's, after filters) sorted by `KEY`; the `i`-th
+//!   (from 0) belongs to slice `i % N + 1`. Slices are as even as can be (sizes differ by at
+//!   most one), at the price that adding a test shifts the ones sorted after it. The order
+//!   is by key, never by build or listing order, so every job of a matrix sees the same one.
+//!
+//! Either way partitions `1/N` … `N/N` together cover every test exactly once.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::events::BinaryId;
 
+/// How `--partition` assigns tests to partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// By a stable hash of each test's identity (`hash:K/N`).
+    #[default]
+    Hash,
+    /// Every N-th test of the run in key order (`slice:K/N`).
+    Slice,
+}
+
+impl Scheme {
+    fn name(self) -> &'static str {
+        match self {
+            Scheme::Hash => "hash",
+            Scheme::Slice => "slice",
+        }
+    }
+}
+
 /// One partition of a run: the `index`-th (1-based) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Partition {
+    /// How tests are assigned.
+    pub scheme: Scheme,
     /// Which partition, from 1.
     pub index: u32,
     /// How many partitions.
@@ -21,10 +49,28 @@ pub struct Partition {
 }
 
 /// What `--partition` accepts, for error messages.
-pub const PARTITION_FORM: &str = "hash:K/N with 1 ≤ K ≤ N (e.g. hash:1/2)";
+pub const PARTITION_FORM: &str = "hash:K/N or slice:K/N with 1 ≤ K ≤ N (e.g. hash:1/2)";
+
+/// The tests of one partition, given the whole run's tests ([`Partition::selector`]).
+#[derive(Debug, Clone)]
+pub struct Selector {
+    partition: Partition,
+    /// Under `slice`, the keys of the tests in this slice.
+    slice: Option<HashSet<String>>,
+}
+
+impl Selector {
+    /// Whether `test` of `binary` belongs to the partition.
+    pub fn contains(&self, binary: &BinaryId, test: &str) -> bool {
+        match &self.slice {
+            Some(keys) => keys.contains(&Partition::key(binary, test)),
+            None => Partition::of(binary, test, self.partition.count) == self.partition.index,
+        }
+    }
+}
 
 impl Partition {
-    /// Parses `hash:K/N`.
+    /// Parses `hash:K/N` or `slice:K/N`.
     pub fn parse(text: &str) -> Result<Partition, String> {
         let bad = |why: &str| {
             format!(
@@ -35,12 +81,16 @@ impl Partition {
         let Some((kind, rest)) = text.split_once(':') else {
             return Err(bad("no partitioning kind"));
         };
-        if kind != "hash" {
-            return Err(bad(&format!(
-                "unknown partitioning `{}` (only `hash` is supported)",
-                capped_model::units::shown(kind)
-            )));
-        }
+        let scheme = match kind {
+            "hash" => Scheme::Hash,
+            "slice" => Scheme::Slice,
+            _ => {
+                return Err(bad(&format!(
+                    "unknown partitioning `{}` (`hash` or `slice`)",
+                    capped_model::units::shown(kind)
+                )));
+            }
+        };
         let Some((index, count)) = rest.split_once('/') else {
             return Err(bad("no `/`"));
         };
@@ -53,7 +103,11 @@ impl Partition {
         if count == 0 || index == 0 || index > count {
             return Err(bad("K must be between 1 and N"));
         }
-        Ok(Partition { index, count })
+        Ok(Partition {
+            scheme,
+            index,
+            count,
+        })
     }
 
     /// The stable key of a test: `package/kind/target/name`.
@@ -64,21 +118,36 @@ impl Partition {
         )
     }
 
-    /// The partition (1-based) a test belongs to among `count`.
+    /// The hash partition (1-based) a test belongs to among `count`.
     pub fn of(binary: &BinaryId, test: &str, count: u32) -> u32 {
         let hash = capped_model::derive_seed(0, &Self::key(binary, test));
         (hash % u64::from(count.max(1))) as u32 + 1
     }
 
-    /// Whether `test` of `binary` belongs to this partition.
-    pub fn contains(&self, binary: &BinaryId, test: &str) -> bool {
-        Self::of(binary, test, self.count) == self.index
+    /// Which of the run's tests (`all`: every binary's, after filters) are in this
+    /// partition. A slice needs them all, since a test's slice is its place among them.
+    pub fn selector<'a>(&self, all: impl IntoIterator<Item = (&'a BinaryId, &'a str)>) -> Selector {
+        let slice = (self.scheme == Scheme::Slice).then(|| {
+            let mut keys: Vec<String> = all
+                .into_iter()
+                .map(|(binary, test)| Self::key(binary, test))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let count = self.count.max(1) as usize;
+            let skip = self.index as usize - 1;
+            keys.into_iter().skip(skip).step_by(count).collect()
+        });
+        Selector {
+            partition: *self,
+            slice,
+        }
     }
 }
 
 impl fmt::Display for Partition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "hash:{}/{}", self.index, self.count)
+        write!(f, "{}:{}/{}", self.scheme.name(), self.index, self.count)
     }
 }
 
@@ -105,11 +174,27 @@ mod tests {
     fn parses_and_refuses() {
         assert_eq!(
             Partition::parse("hash:1/2"),
-            Ok(Partition { index: 1, count: 2 })
+            Ok(Partition {
+                scheme: Scheme::Hash,
+                index: 1,
+                count: 2
+            })
         );
         assert_eq!(
             Partition::parse("hash:3/3").unwrap().to_string(),
             "hash:3/3"
+        );
+        assert_eq!(
+            Partition::parse("slice:2/3"),
+            Ok(Partition {
+                scheme: Scheme::Slice,
+                index: 2,
+                count: 3
+            })
+        );
+        assert_eq!(
+            Partition::parse("slice:2/3").unwrap().to_string(),
+            "slice:2/3"
         );
         for bad in [
             "1/2",
@@ -121,6 +206,9 @@ mod tests {
             "hash:1",
             "hash:",
             "hash:-1/2",
+            "slice:0/2",
+            "slice:3/2",
+            "slice:1",
         ] {
             let message = Partition::parse(bad).unwrap_err();
             assert!(message.contains("hash:K/N"), "{bad}: {message}");
@@ -139,7 +227,15 @@ mod tests {
                 for n in 0..200 {
                     let name = format!("tests::case_{n}");
                     let owners: Vec<u32> = (1..=count)
-                        .filter(|&index| Partition { index, count }.contains(binary, &name))
+                        .filter(|&index| {
+                            Partition {
+                                scheme: Scheme::Hash,
+                                index,
+                                count,
+                            }
+                            .selector([])
+                            .contains(binary, &name)
+                        })
                         .collect();
                     assert_eq!(
                         owners.len(),
@@ -174,6 +270,69 @@ mod tests {
         }
         for size in sizes {
             assert!((800..1200).contains(&size), "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn slices_cover_every_test_exactly_once_evenly_in_key_order() {
+        let binaries = [
+            id("b", "it", "test"),
+            id("a", "a", "lib"),
+            id("a", "it", "test"),
+        ];
+        let names: Vec<String> = (0..37).map(|n| format!("tests::case_{n}")).collect();
+        let all: Vec<(&BinaryId, &str)> = binaries
+            .iter()
+            .flat_map(|b| names.iter().map(move |n| (b, n.as_str())))
+            .collect();
+        for count in 1..=6 {
+            let selectors: Vec<Selector> = (1..=count)
+                .map(|index| {
+                    Partition {
+                        scheme: Scheme::Slice,
+                        index,
+                        count,
+                    }
+                    .selector(all.iter().copied())
+                })
+                .collect();
+            let mut sizes = vec![0usize; count as usize];
+            for &(binary, name) in &all {
+                let owners: Vec<usize> = (0..selectors.len())
+                    .filter(|&i| selectors[i].contains(binary, name))
+                    .collect();
+                assert_eq!(
+                    owners.len(),
+                    1,
+                    "{binary:?} {name} in {owners:?} of {count}"
+                );
+                sizes[owners[0]] += 1;
+            }
+            let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(max - min <= 1, "{count}: {sizes:?}");
+        }
+        // The order is the keys', not the listing's: the Kth of every N sorted keys.
+        let few = [
+            (&binaries[0], "z"),
+            (&binaries[1], "y"),
+            (&binaries[2], "x"),
+            (&binaries[1], "a"),
+        ];
+        let reversed: Vec<_> = few.iter().rev().copied().collect();
+        let second = Partition {
+            scheme: Scheme::Slice,
+            index: 2,
+            count: 2,
+        };
+        for order in [few.to_vec(), reversed] {
+            let selector = second.selector(order);
+            // Sorted: a/lib/a/a, a/lib/a/y, a/test/it/x, b/test/it/z.
+            let kept: Vec<&str> = few
+                .iter()
+                .filter(|(b, n)| selector.contains(b, n))
+                .map(|(_, n)| *n)
+                .collect();
+            assert_eq!(kept, ["z", "y"]);
         }
     }
 }

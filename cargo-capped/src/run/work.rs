@@ -1,8 +1,8 @@
 //! From built binaries and their listings to the run's units (see [`super::binary`]).
 //!
 //! Without `--partition` each binary is one unit, run with the run's filter and arguments
-//! as `cargo test` would. With `--partition hash:K/N` each binary keeps the tests of
-//! partition K, runs them by name ([`binary_schedule::selection_args`]) in chunks of at most
+//! as `cargo test` would. With `--partition hash:K/N` (or `slice:K/N`, which places each test
+//! among all the run's listed tests first) each binary keeps the tests of partition K, runs them by name ([`binary_schedule::selection_args`]) in chunks of at most
 //! [`binary_schedule::SELECTION_CHUNK_BYTES`] of names, one unit per chunk; a binary with nothing in
 //! partition K has no unit at all, and the tests of other partitions are counted
 //! ([`PartitionCount`]) for the run's notice, never reported. A binary whose listing failed is
@@ -16,7 +16,8 @@ use super::run_dir::RunDir;
 use crate::build::TestBinary;
 use crate::events::{BinaryId, TestResult, TestStatus};
 use crate::libtest::Listing;
-use crate::plan::{Partition, Plan};
+use crate::plan::Plan;
+use crate::plan::partition::Selector;
 
 /// Tests kept and left out by `--partition`.
 #[derive(Debug, Default)]
@@ -36,6 +37,17 @@ pub(super) fn units_of(
     let mut units: Vec<Unit> = Vec::new();
     let mut partitioned = PartitionCount::default();
     let mut skipped = Vec::new();
+    let selector = plan.partition.map(|partition| {
+        partition.selector(
+            binaries
+                .iter()
+                .zip(&listings)
+                .flat_map(|(binary, listing)| {
+                    let tests = listing.as_ref().map(|l| l.tests.as_slice()).unwrap_or(&[]);
+                    tests.iter().map(|test| (&binary.id, test.name.as_str()))
+                }),
+        )
+    });
     for (binary, listing) in binaries.into_iter().zip(listings) {
         let claimed = plan.groups_claiming(&binary.id.target);
         let (mut listing, list_error) = match listing {
@@ -61,9 +73,9 @@ pub(super) fn units_of(
         if list_error.is_none() && listing.tests.is_empty() && skipped.len() > skipped_before {
             continue;
         }
-        let selections = match (&plan.partition, &list_error) {
-            (Some(partition), None) => {
-                let (kept, left) = partition_listing(&listing, &binary.id, partition);
+        let selections = match (&selector, &list_error) {
+            (Some(selector), None) => {
+                let (kept, left) = partition_listing(&listing, &binary.id, selector);
                 partitioned.kept += kept.tests.len();
                 partitioned.left += left;
                 if kept.tests.is_empty() {
@@ -180,15 +192,15 @@ fn isolate(
     units
 }
 
-/// The tests of `listing` in `partition`, and how many were left out.
+/// The tests of `listing` in the partition of `selector`, and how many were left out.
 fn partition_listing(
     listing: &Listing,
     binary: &BinaryId,
-    partition: &Partition,
+    selector: &Selector,
 ) -> (Listing, usize) {
     let mut kept = listing.clone();
     kept.tests
-        .retain(|test| partition.contains(binary, &test.name));
+        .retain(|test| selector.contains(binary, &test.name));
     let left = listing.tests.len() - kept.tests.len();
     (kept, left)
 }
@@ -208,6 +220,8 @@ mod tests {
     use capped_model::protocol::ListedTest;
 
     use super::*;
+    use crate::plan::Partition;
+    use crate::plan::partition::Scheme;
 
     fn listing(names: &[&str]) -> Listing {
         Listing {
@@ -235,14 +249,26 @@ mod tests {
             kind: "test".into(),
         };
         let mut kept_names = Vec::new();
-        for index in 1..=3 {
-            let partition = Partition { index, count: 3 };
-            let (kept, left) = partition_listing(&all, &binary, &partition);
-            assert_eq!(kept.tests.len() + left, 6);
-            kept_names.extend(kept.tests.into_iter().map(|t| t.name));
+        for scheme in [Scheme::Hash, Scheme::Slice] {
+            kept_names.clear();
+            for index in 1..=3 {
+                let partition = Partition {
+                    scheme,
+                    index,
+                    count: 3,
+                };
+                let selector =
+                    partition.selector(all.tests.iter().map(|t| (&binary, t.name.as_str())));
+                let (kept, left) = partition_listing(&all, &binary, &selector);
+                assert_eq!(kept.tests.len() + left, 6);
+                if scheme == Scheme::Slice {
+                    assert_eq!(kept.tests.len(), 2, "slices are even");
+                }
+                kept_names.extend(kept.tests.into_iter().map(|t| t.name));
+            }
+            kept_names.sort();
+            assert_eq!(kept_names, ["a", "b", "c", "d", "e", "f"]);
         }
-        kept_names.sort();
-        assert_eq!(kept_names, ["a", "b", "c", "d", "e", "f"]);
         let some = subset(&all, &["c".to_string(), "a".to_string(), "zz".to_string()]);
         let names: Vec<&str> = some.tests.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "c"], "listing order, unknown names dropped");
