@@ -621,6 +621,40 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The repository's CI workflow runs `cargo capped`: every such line of it must parse, so
+    /// a renamed flag cannot leave the documented example broken.
+    #[test]
+    fn the_ci_workflows_command_lines_parse() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.github/workflows/ci.yml");
+        let workflow = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<String> = workflow
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("run: "))
+            .filter(|run| run.starts_with("cargo capped "))
+            .map(|run| run.replace("${{ matrix.k }}", "2"))
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("--partition") && l.contains("--junit")),
+            "{lines:?}"
+        );
+        for line in lines {
+            let args: Vec<&str> = std::iter::once("cargo-capped")
+                .chain(line.split_whitespace().skip(1))
+                .collect();
+            let cli = parse(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let Command::T2(args) = cli.command else {
+                panic!("{line}: not t2")
+            };
+            assert_eq!(
+                args.run.options.partition.map(|p| p.to_string()).as_deref(),
+                Some("hash:2/3"),
+                "{line}"
+            );
+        }
+    }
+
     #[test]
     fn cargo_inserts_capped() {
         let cli = parse(&[
