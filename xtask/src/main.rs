@@ -104,13 +104,16 @@ fn runner_counts(stdout: &str) -> Option<Counts> {
     Some(result)
 }
 
+/// Reads a test step's counts from its stdout.
+type CountFn = fn(&str) -> Option<Counts>;
+
 /// Runs a test step whose stdout is parsed by `count` (and passed on when `echo`): false
 /// when it failed, with the counts it reported, if any.
 fn test_step(
     name: &str,
     mut command: Command,
     echo: bool,
-    count: fn(&str) -> Option<Counts>,
+    count: CountFn,
 ) -> (bool, Option<Counts>) {
     eprintln!("==> {name}");
     let started = Instant::now();
@@ -191,7 +194,7 @@ fn ci() -> ExitCode {
         "json",
     ]);
     let mut total: Option<Counts> = None;
-    let test_steps: [(&'static str, Command, bool, fn(&str) -> Option<Counts>); 2] = [
+    let test_steps: [(&'static str, Command, bool, CountFn); 2] = [
         ("doc tests", doc_tests, true, |out| {
             Some(libtest_counts(out))
         }),
