@@ -452,9 +452,11 @@ pub struct RunOptions {
     /// pressure) runs one test at a time until it calms down.
     #[arg(long, help_heading = "Run options")]
     pub no_degrade: bool,
-    /// Run only the tests of partition K of N (hash:K/N): each test belongs to one partition
-    /// by a stable hash of its binary and name, so N jobs with K = 1..N run every test once.
-    #[arg(long, value_name = "hash:K/N", value_parser = crate::plan::partition::Partition::parse, help_heading = "Run options")]
+    /// Run only the tests of partition K of N, so N jobs with K = 1..N run every test once.
+    /// hash:K/N places each test by a stable hash of its binary and name (adding a test
+    /// moves no other); slice:K/N takes every Nth of the run's tests sorted by binary and
+    /// name, from the Kth (even slices).
+    #[arg(long, value_name = "hash:K/N|slice:K/N", value_parser = crate::plan::partition::Partition::parse, help_heading = "Run options")]
     pub partition: Option<crate::plan::partition::Partition>,
     /// `test`: run each test as a process of its own, so --timeout and --mem-limit act on
     /// that test alone and a crash fails only it; `binary` (the default): a test binary's
@@ -707,6 +709,40 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The repository's CI workflow runs `cargo capped`: every such line of it must parse, so
+    /// a renamed flag cannot leave the documented example broken.
+    #[test]
+    fn the_ci_workflows_command_lines_parse() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.github/workflows/ci.yml");
+        let workflow = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<String> = workflow
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("run: "))
+            .filter(|run| run.starts_with("cargo capped "))
+            .map(|run| run.replace("${{ matrix.k }}", "2"))
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("--partition") && l.contains("--junit")),
+            "{lines:?}"
+        );
+        for line in lines {
+            let args: Vec<&str> = std::iter::once("cargo-capped")
+                .chain(line.split_whitespace().skip(1))
+                .collect();
+            let cli = parse(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let Command::T2(args) = cli.command else {
+                panic!("{line}: not t2")
+            };
+            assert_eq!(
+                args.run.options.partition.map(|p| p.to_string()).as_deref(),
+                Some("hash:2/3"),
+                "{line}"
+            );
+        }
+    }
+
     #[test]
     fn cargo_inserts_capped() {
         let cli = parse(&[
@@ -838,9 +874,9 @@ mod tests {
         assert_eq!(
             options.partition,
             Some(crate::plan::Partition {
+                scheme: crate::plan::partition::Scheme::Hash,
                 index: 2,
-                count: 3,
-                kind: crate::plan::partition::PartitionKind::Hash
+                count: 3
             })
         );
         for bad in [

@@ -147,6 +147,9 @@ pub enum RunEvent {
         binaries: usize,
         /// How many tests were listed (after filters), when known.
         tests: usize,
+        /// How many of `tests` each binary runs, for the progress display (not in the JSON
+        /// stream).
+        binary_tests: Vec<(BinaryId, usize)>,
         /// When it started.
         at: SystemTime,
         /// What every reproduce line of the run shares (build flags, seed and its origin).

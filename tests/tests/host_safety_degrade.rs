@@ -1,8 +1,8 @@
 //! The host's state end to end: a busy host (fixture readings through `CAPPED_HOST_ROOT`)
 //! degrades `t2` to width 1, the header line naming the reading and the level, `--no-degrade`
 //! keeps 2, an explicit `--test-threads` is kept unless a reading is critical; `cargo capped preflight --message-format json` has every reading and a bad
-//! `[preflight]` table exits 2 naming its line; `--partition hash:K/N` runs every test in
-//! exactly one of the N partitions.
+//! `[preflight]` table exits 2 naming its line; `--partition hash:K/N` and `slice:K/N` run
+//! every test in exactly one of the N partitions.
 
 mod common;
 
@@ -169,10 +169,11 @@ fn an_explicit_test_threads_is_kept_unless_a_reading_is_critical() {
     assert_eq!(max_overlap(&intervals), 1, "{intervals:#?}");
 }
 
-#[test]
-fn partitions_run_every_test_exactly_once() {
+/// Runs the light and partb tests (14) as partitions `SCHEME:1/N` … `SCHEME:N/N`; returns the
+/// tests each one ran, after checking each ran its tests exactly once and said so.
+fn partition_runs(scheme: &str, count: u32) -> Vec<BTreeSet<String>> {
     let mut seen: Vec<BTreeSet<String>> = Vec::new();
-    for k in 1..=2 {
+    for k in 1..=count {
         let scratch = RunScratch::new();
         let mut command = capped_in("host-safety");
         command.args([
@@ -182,23 +183,26 @@ fn partitions_run_every_test_exactly_once() {
             "--test",
             "partb",
             "--partition",
-            &format!("hash:{k}/2"),
+            &format!("{scheme}:{k}/{count}"),
             "--message-format",
             "json",
         ]);
         scratch.apply(&mut command);
         let output = command.output().unwrap();
         assert_eq!(exit_code(&output), 0, "{}", describe(&output));
-        let ran: BTreeSet<String> = read_intervals(&scratch.record_file())
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
+        let intervals = read_intervals(&scratch.record_file());
+        let ran: BTreeSet<String> = intervals.iter().map(|i| i.name.clone()).collect();
+        assert_eq!(
+            ran.len(),
+            intervals.len(),
+            "each test ran once: {intervals:#?}"
+        );
         let counted = capped_counts(&output);
         assert_eq!(counted.get("passed"), Some(&ran.len()), "{counted:?}");
         assert_eq!(counted.len(), 1, "only passed tests: {counted:?}");
         let notice = notices(&output)
             .into_iter()
-            .find(|n| n.starts_with(&format!("partition hash:{k}/2")))
+            .find(|n| n.starts_with(&format!("partition {scheme}:{k}/{count}")))
             .expect("a partition notice");
         assert!(
             notice.contains(&format!("running {} of 14 tests", ran.len())),
@@ -207,17 +211,37 @@ fn partitions_run_every_test_exactly_once() {
         assert!(notice.contains("not counted"), "{notice}");
         seen.push(ran);
     }
-    assert!(seen[0].is_disjoint(&seen[1]), "{seen:?}");
-    let all: BTreeSet<String> = seen.iter().flatten().cloned().collect();
+    let mut all: BTreeSet<String> = BTreeSet::new();
+    for ran in &seen {
+        for name in ran {
+            assert!(
+                all.insert(name.clone()),
+                "{name} ran in two partitions: {seen:?}"
+            );
+        }
+    }
     let expected: BTreeSet<String> = (1..=8)
         .map(|i| format!("light::l{i}"))
         .chain((1..=6).map(|i| format!("partb::p{i}")))
         .collect();
     assert_eq!(all, expected);
+    seen
+}
+
+#[test]
+fn partitions_run_every_test_exactly_once() {
+    let seen = partition_runs("hash", 2);
     assert!(
         seen.iter().all(|s| !s.is_empty()),
         "both partitions have tests: {seen:?}"
     );
+}
+
+#[test]
+fn slices_run_every_test_exactly_once_and_evenly() {
+    let seen = partition_runs("slice", 3);
+    let sizes: Vec<usize> = seen.iter().map(BTreeSet::len).collect();
+    assert_eq!(sizes, [5, 5, 4], "14 tests in 3 slices: {seen:?}");
 }
 
 fn preflight(dir: &Path, host: Option<&str>, extra: &[&str]) -> std::process::Output {

@@ -1,7 +1,11 @@
 //! The project's own chores.
 //!
 //! * `cargo xtask ci` — what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`,
-//!   the docs with warnings denied, and the whole test suite (`--locked`), last.
+//!   the docs with warnings denied, and the whole test suite (`--locked`), last: the doc
+//!   tests by `cargo test --doc` (the runner does not run them), every other test through
+//!   this repository's own runner (`cargo capped t2 --workspace`, built from this checkout),
+//!   so each change is tested by the runner it makes. The last line is the plain
+//!   `N passed, M failed` over both, which log readers that know libtest's counts read.
 //! * `cargo xtask bench` — the benchmarks: every bench prints JSON lines
 //!   `{"bench": name, "value": v, "unit": u, "target": t?}`; this collects them into one
 //!   table, so ratios come from one run on one machine. `cargo xtask bench NAME` runs only
@@ -43,6 +47,74 @@ fn step(name: &str, mut command: Command) -> bool {
     ok
 }
 
+/// Passed and failed tests of the test step.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    passed: usize,
+    failed: usize,
+}
+
+/// The counts of the runner's `run-finished` JSON event among `stdout`'s lines: flaky tests
+/// passed; failed, timed out, killed for memory and not run ones failed (ignored: neither).
+fn runner_counts(stdout: &str) -> Option<Counts> {
+    let finished = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["type"] == "run-finished")?;
+    let counts = finished["counts"].as_object()?;
+    let mut result = Counts::default();
+    for (keyword, n) in counts {
+        let n = n.as_u64().unwrap_or(0) as usize;
+        match keyword.as_str() {
+            "passed" | "flaky" => result.passed += n,
+            "ignored" => {}
+            _ => result.failed += n,
+        }
+    }
+    Some(result)
+}
+
+/// Reads a test step's counts from its stdout.
+type CountFn = fn(&str) -> Option<Counts>;
+
+/// Runs a test step whose stdout is parsed by `count` (and passed on when `echo`): false
+/// when it failed, with the counts it reported, if any.
+fn test_step(
+    name: &str,
+    mut command: Command,
+    echo: bool,
+    count: CountFn,
+) -> (bool, Option<Counts>) {
+    eprintln!("==> {name}");
+    let started = Instant::now();
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output();
+    let (ok, counts) = match output {
+        Ok(output) => {
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            if echo {
+                print!("{stdout}");
+            }
+            let counts = count(&stdout);
+            let failed_tests = counts.is_some_and(|c| c.failed > 0);
+            (output.status.success() && !failed_tests, counts)
+        }
+        Err(e) => {
+            eprintln!("cannot run {name}: {e}");
+            (false, None)
+        }
+    };
+    eprintln!(
+        "==> {name}: {} in {:.1}s",
+        if ok { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    (ok, counts)
+}
+
 fn ci() -> ExitCode {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
@@ -56,30 +128,55 @@ fn ci() -> ExitCode {
         "-D",
         "warnings",
     ]);
-    let mut test = cargo();
-    test.args(["test", "--workspace", "--locked"]);
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps", "--locked"])
         .env("RUSTDOCFLAGS", "-D warnings");
-    let steps = [
-        ("format", fmt),
-        ("clippy", clippy),
-        ("docs", doc),
-        ("tests", test),
-    ];
+    let steps = [("format", fmt), ("clippy", clippy), ("docs", doc)];
     let mut failed = Vec::new();
     for (name, command) in steps {
         if !step(name, command) {
             failed.push(name);
         }
     }
-    if failed.is_empty() {
+    // The runner from this checkout (the debug build the end-to-end tests use too, so it
+    // costs no extra build), run as cargo runs a subcommand: `cargo-capped capped t2 …`.
+    // JSON events on stdout give the counts; the human report goes to stderr as usual.
+    // `--no-degrade`: CI has a time limit, and two tests at once is no more than `cargo
+    // test` would run on the 2-core machines CI uses.
+    let mut tests = cargo();
+    tests.args([
+        "run",
+        "--quiet",
+        "--locked",
+        "-p",
+        "cargo-capped",
+        "--",
+        "capped",
+        "t2",
+        "--workspace",
+        "--locked",
+        "--no-degrade",
+        "--message-format",
+        "json",
+    ]);
+    // Doc tests included: the runner runs them under the caps too.
+    let name = "tests (cargo capped t2)";
+    let (ok, total) = test_step(name, tests, false, runner_counts);
+    if !ok {
+        failed.push(name);
+    }
+    let code = if failed.is_empty() {
         eprintln!("xtask ci: all steps passed");
         ExitCode::SUCCESS
     } else {
         eprintln!("xtask ci: failed steps: {}", failed.join(", "));
         ExitCode::FAILURE
+    };
+    // Last, alone on its line: the closing counts CI log readers recognize.
+    if let Some(total) = total {
+        println!("{} passed, {} failed", total.passed, total.failed);
     }
+    code
 }
 
 /// How a benchmark runs.
@@ -273,10 +370,39 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 ci             format check, clippy -D warnings, all tests (--locked), docs\n  \
+                 ci             format check, clippy -D warnings, docs, all tests (--locked) through cargo capped\n  \
                  bench [NAME]   run the benchmarks (those whose name contains NAME) and print one table"
             );
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_the_runners_run_finished_event() {
+        let out = concat!(
+            r#"{"type":"run-started","tests":9}"#,
+            "\n",
+            r#"{"type":"test-finished","status":"failed"}"#,
+            "\n",
+            r#"{"type":"run-finished","counts":{"passed":4,"flaky":1,"failed":1,"timed-out":1,"not-run":1,"ignored":2}}"#,
+            "\n"
+        );
+        assert_eq!(
+            runner_counts(out),
+            Some(Counts {
+                passed: 5,
+                failed: 3
+            })
+        );
+        assert_eq!(
+            runner_counts(r#"{"type":"run-started"}"#),
+            None,
+            "no summary"
+        );
     }
 }

@@ -65,7 +65,7 @@ pub struct Plan {
     pub thresholds: Thresholds,
     /// Where host readings come from (the live system; fixture files under `CAPPED_HOST_ROOT`).
     pub host: HostRoot,
-    /// `--partition hash:K/N`.
+    /// `--partition hash:K/N` or `slice:K/N`.
     pub partition: Option<Partition>,
     /// The profile's `[env]`.
     pub profile_env: BTreeMap<String, String>,
@@ -569,9 +569,9 @@ mod tests {
                 mem_limit: Some(300 << 20),
                 no_degrade: true,
                 partition: Some(Partition {
+                    scheme: partition::Scheme::Hash,
                     index: 1,
                     count: 2,
-                    kind: partition::PartitionKind::Hash,
                 }),
                 ..RunOptions::default()
             },

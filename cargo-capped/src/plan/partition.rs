@@ -1,16 +1,23 @@
-//! `--partition hash:K/N | time:K/N`: split a run's tests over N machines (or N CI jobs).
+//! `--partition hash:K/N` and `--partition slice:K/N`: split a run's tests over N machines
+//! (or N CI jobs), as nextest's partitioning does.
 //!
-//! `time:K/N` deals the tests out by what earlier runs measured (the test history): longest
-//! first, each to the shard with the least time so far (ties to the lowest shard; a test the
-//! history does not know counts as the median of those it does), so the N shards take
-//! nearly equal time. Given the same history and tests every job computes the same deal.
+//! * **hash**: a test belongs to partition `K` of `N` when `derive_seed(0, KEY) % N == K − 1`,
+//!   where `KEY` is `package/kind/target/test-name` and `derive_seed` is capped-test's stable
+//!   hash (FNV-1a with the SplitMix64 finalizer: the same on every Rust version and machine).
+//!   A test's partition thus depends only on its own identity: adding a test never moves
+//!   another one.
+//! * **slice**: the run's tests (every binary's, after filters) sorted by `KEY`; the `i`-th
+//!   (from 0) belongs to slice `i % N + 1`. Slices are as even as can be (sizes differ by at
+//!   most one), at the price that adding a test shifts the ones sorted after it. The order
+//!   is by key, never by build or listing order, so every job of a matrix sees the same one.
 //!
-//! `hash:K/N`, as nextest's hash partitioning:
-//! A test belongs to partition `K` of `N` when `derive_seed(0, KEY) % N == K − 1`, where `KEY`
-//! is `package/kind/target/test-name` and `derive_seed` is capped-test's stable hash (FNV-1a
-//! with the SplitMix64 finalizer: the same on every Rust version and machine). A test's
-//! partition thus depends only on its own identity: adding a test never moves another one,
-//! and partitions `1/N` … `N/N` together cover every test exactly once.
+//! * **time**: the run's tests dealt out by what earlier runs measured (the test history):
+//!   longest first, each to the shard with the least time so far (ties to the lowest shard,
+//!   then by key; a test the history does not know counts as the median of those it does),
+//!   so the N shards take nearly equal time. Given the same history and tests every job
+//!   computes the same deal.
+//!
+//! Every way, partitions `1/N` … `N/N` together cover every test exactly once.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -18,32 +25,62 @@ use std::time::Duration;
 
 use crate::events::BinaryId;
 
+/// How `--partition` assigns tests to partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// By a stable hash of each test's identity (`hash:K/N`).
+    #[default]
+    Hash,
+    /// Every N-th test of the run in key order (`slice:K/N`).
+    Slice,
+    /// Shards of nearly equal learned time (`time:K/N`).
+    Time,
+}
+
+impl Scheme {
+    fn name(self) -> &'static str {
+        match self {
+            Scheme::Hash => "hash",
+            Scheme::Slice => "slice",
+            Scheme::Time => "time",
+        }
+    }
+}
+
 /// One partition of a run: the `index`-th (1-based) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Partition {
+    /// How tests are assigned.
+    pub scheme: Scheme,
     /// Which partition, from 1.
     pub index: u32,
     /// How many partitions.
     pub count: u32,
-    /// How tests are dealt out.
-    pub kind: PartitionKind,
-}
-
-/// How `--partition` deals tests out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PartitionKind {
-    /// By a stable hash of each test's identity.
-    #[default]
-    Hash,
-    /// By the time earlier runs measured, into shards of nearly equal time.
-    Time,
 }
 
 /// What `--partition` accepts, for error messages.
-pub const PARTITION_FORM: &str = "hash:K/N or time:K/N with 1 ≤ K ≤ N (e.g. hash:1/2)";
+pub const PARTITION_FORM: &str = "hash:K/N, slice:K/N or time:K/N with 1 ≤ K ≤ N (e.g. hash:1/2)";
+
+/// The tests of one partition, given the whole run's tests ([`Partition::selector`]).
+#[derive(Debug, Clone)]
+pub struct Selector {
+    partition: Partition,
+    /// Under `slice` and `time`, the keys of the tests in this partition.
+    slice: Option<HashSet<String>>,
+}
+
+impl Selector {
+    /// Whether `test` of `binary` belongs to the partition.
+    pub fn contains(&self, binary: &BinaryId, test: &str) -> bool {
+        match &self.slice {
+            Some(keys) => keys.contains(&Partition::key(binary, test)),
+            None => Partition::of(binary, test, self.partition.count) == self.partition.index,
+        }
+    }
+}
 
 impl Partition {
-    /// Parses `hash:K/N`.
+    /// Parses `hash:K/N` or `slice:K/N`.
     pub fn parse(text: &str) -> Result<Partition, String> {
         let bad = |why: &str| {
             format!(
@@ -54,13 +91,14 @@ impl Partition {
         let Some((kind, rest)) = text.split_once(':') else {
             return Err(bad("no partitioning kind"));
         };
-        let kind = match kind {
-            "hash" => PartitionKind::Hash,
-            "time" => PartitionKind::Time,
-            other => {
+        let scheme = match kind {
+            "hash" => Scheme::Hash,
+            "slice" => Scheme::Slice,
+            "time" => Scheme::Time,
+            _ => {
                 return Err(bad(&format!(
-                    "unknown partitioning `{}` (`hash` or `time`)",
-                    capped_model::units::shown(other)
+                    "unknown partitioning `{}` (`hash`, `slice` or `time`)",
+                    capped_model::units::shown(kind)
                 )));
             }
         };
@@ -76,7 +114,11 @@ impl Partition {
         if count == 0 || index == 0 || index > count {
             return Err(bad("K must be between 1 and N"));
         }
-        Ok(Partition { index, count, kind })
+        Ok(Partition {
+            scheme,
+            index,
+            count,
+        })
     }
 
     /// The stable key of a test: `package/kind/target/name`.
@@ -87,19 +129,49 @@ impl Partition {
         )
     }
 
-    /// The partition (1-based) a test belongs to among `count`.
+    /// The hash partition (1-based) a test belongs to among `count`.
     pub fn of(binary: &BinaryId, test: &str, count: u32) -> u32 {
         let hash = capped_model::derive_seed(0, &Self::key(binary, test));
         (hash % u64::from(count.max(1))) as u32 + 1
     }
 
-    /// Whether `test` of `binary` belongs to this partition by hash.
-    pub fn contains(&self, binary: &BinaryId, test: &str) -> bool {
-        Self::of(binary, test, self.count) == self.index
+    /// Which of the run's tests (`all`: every binary's, after filters, with what earlier
+    /// runs say each takes) are in this partition. A slice or a time shard needs them all,
+    /// since a test's partition depends on the others.
+    pub fn selector<'a>(
+        &self,
+        all: impl IntoIterator<Item = (&'a BinaryId, &'a str, Option<Duration>)>,
+    ) -> Selector {
+        let slice = match self.scheme {
+            Scheme::Hash => None,
+            Scheme::Slice => {
+                let mut keys: Vec<String> = all
+                    .into_iter()
+                    .map(|(binary, test, _)| Self::key(binary, test))
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                let count = self.count.max(1) as usize;
+                let skip = self.index as usize - 1;
+                Some(keys.into_iter().skip(skip).step_by(count).collect())
+            }
+            Scheme::Time => {
+                let tests: Vec<(String, Option<Duration>)> = all
+                    .into_iter()
+                    .map(|(binary, test, known)| (Self::key(binary, test), known))
+                    .collect();
+                let mine = self.deal_by_time(&tests);
+                Some(mine.into_iter().map(|i| tests[i].0.clone()).collect())
+            }
+        };
+        Selector {
+            partition: *self,
+            slice,
+        }
     }
 
-    /// `time:K/N`: which of `tests` (with what earlier runs say each takes, when known)
-    /// shard `index` runs, as indices into `tests` (see the module docs).
+    /// `time:K/N`: which of `tests` (keys, with their learned durations) shard `index`
+    /// runs, as indices into `tests` (see the module docs).
     pub fn deal_by_time(&self, tests: &[(String, Option<Duration>)]) -> HashSet<usize> {
         let mut known: Vec<Duration> = tests.iter().filter_map(|(_, d)| *d).collect();
         known.sort();
@@ -127,11 +199,7 @@ impl Partition {
 
 impl fmt::Display for Partition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            PartitionKind::Hash => "hash",
-            PartitionKind::Time => "time",
-        };
-        write!(f, "{kind}:{}/{}", self.index, self.count)
+        write!(f, "{}:{}/{}", self.scheme.name(), self.index, self.count)
     }
 }
 
@@ -155,18 +223,88 @@ mod tests {
     }
 
     #[test]
+    fn time_shards_are_nearly_equal_and_cover_every_test_once() {
+        // Skewed lengths: one long test, a few medium ones, many short ones.
+        let mut tests: Vec<(String, Option<Duration>)> = Vec::new();
+        tests.push(("long".into(), Some(Duration::from_millis(3000))));
+        for n in 0..6 {
+            tests.push((format!("medium{n}"), Some(Duration::from_millis(700))));
+        }
+        for n in 0..60 {
+            tests.push((format!("short{n}"), Some(Duration::from_millis(50))));
+        }
+        tests.push(("unknown".into(), None));
+        let count = 3;
+        let shards: Vec<HashSet<usize>> = (1..=count)
+            .map(|index| {
+                Partition {
+                    scheme: Scheme::Time,
+                    index,
+                    count,
+                }
+                .deal_by_time(&tests)
+            })
+            .collect();
+        let mut seen: Vec<usize> = shards.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..tests.len()).collect::<Vec<_>>());
+        let times: Vec<f64> = shards
+            .iter()
+            .map(|shard| {
+                shard
+                    .iter()
+                    .map(|&i| {
+                        tests[i]
+                            .1
+                            .unwrap_or(Duration::from_millis(50))
+                            .as_secs_f64()
+                    })
+                    .sum()
+            })
+            .collect();
+        let (min, max) = (
+            times.iter().copied().fold(f64::MAX, f64::min),
+            times.iter().copied().fold(0.0, f64::max),
+        );
+        assert!(max <= min * 1.10, "shards within 10%: {times:?}");
+        let again = Partition {
+            scheme: Scheme::Time,
+            index: 2,
+            count,
+        }
+        .deal_by_time(&tests);
+        assert_eq!(again, shards[1]);
+        assert_eq!(
+            Partition::parse("time:2/3").unwrap().to_string(),
+            "time:2/3"
+        );
+    }
+
+    #[test]
     fn parses_and_refuses() {
         assert_eq!(
             Partition::parse("hash:1/2"),
             Ok(Partition {
+                scheme: Scheme::Hash,
                 index: 1,
-                count: 2,
-                kind: PartitionKind::Hash
+                count: 2
             })
         );
         assert_eq!(
             Partition::parse("hash:3/3").unwrap().to_string(),
             "hash:3/3"
+        );
+        assert_eq!(
+            Partition::parse("slice:2/3"),
+            Ok(Partition {
+                scheme: Scheme::Slice,
+                index: 2,
+                count: 3
+            })
+        );
+        assert_eq!(
+            Partition::parse("slice:2/3").unwrap().to_string(),
+            "slice:2/3"
         );
         for bad in [
             "1/2",
@@ -178,15 +316,13 @@ mod tests {
             "hash:1",
             "hash:",
             "hash:-1/2",
-            "time:0/2",
+            "slice:0/2",
+            "slice:3/2",
+            "slice:1",
         ] {
             let message = Partition::parse(bad).unwrap_err();
             assert!(message.contains("hash:K/N"), "{bad}: {message}");
         }
-        assert_eq!(
-            Partition::parse("time:2/3").unwrap().to_string(),
-            "time:2/3"
-        );
     }
 
     #[test]
@@ -203,10 +339,11 @@ mod tests {
                     let owners: Vec<u32> = (1..=count)
                         .filter(|&index| {
                             Partition {
+                                scheme: Scheme::Hash,
                                 index,
                                 count,
-                                kind: PartitionKind::Hash,
                             }
+                            .selector([])
                             .contains(binary, &name)
                         })
                         .collect();
@@ -234,61 +371,6 @@ mod tests {
     }
 
     #[test]
-    fn time_shards_are_nearly_equal_and_cover_every_test_once() {
-        // Skewed lengths: one long test, a few medium ones, many short ones.
-        let mut tests: Vec<(String, Option<Duration>)> = Vec::new();
-        tests.push(("long".into(), Some(Duration::from_millis(3000))));
-        for n in 0..6 {
-            tests.push((format!("medium{n}"), Some(Duration::from_millis(700))));
-        }
-        for n in 0..60 {
-            tests.push((format!("short{n}"), Some(Duration::from_millis(50))));
-        }
-        tests.push(("unknown".into(), None));
-        let count = 3;
-        let shards: Vec<HashSet<usize>> = (1..=count)
-            .map(|index| {
-                Partition {
-                    index,
-                    count,
-                    kind: PartitionKind::Time,
-                }
-                .deal_by_time(&tests)
-            })
-            .collect();
-        let mut seen: Vec<usize> = shards.iter().flatten().copied().collect();
-        seen.sort_unstable();
-        assert_eq!(seen, (0..tests.len()).collect::<Vec<_>>());
-        let times: Vec<f64> = shards
-            .iter()
-            .map(|shard| {
-                shard
-                    .iter()
-                    .map(|&i| {
-                        tests[i]
-                            .1
-                            .unwrap_or(Duration::from_millis(50))
-                            .as_secs_f64()
-                    })
-                    .sum()
-            })
-            .collect();
-        let (min, max) = (
-            times.iter().copied().fold(f64::MAX, f64::min),
-            times.iter().copied().fold(0.0, f64::max),
-        );
-        assert!(max <= min * 1.10, "shards within 10%: {times:?}");
-        // The same history deals the same way.
-        let again = Partition {
-            index: 2,
-            count,
-            kind: PartitionKind::Time,
-        }
-        .deal_by_time(&tests);
-        assert_eq!(again, shards[1]);
-    }
-
-    #[test]
     fn the_split_is_roughly_even() {
         let binary = id("p", "t", "test");
         let count = 4;
@@ -298,6 +380,69 @@ mod tests {
         }
         for size in sizes {
             assert!((800..1200).contains(&size), "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn slices_cover_every_test_exactly_once_evenly_in_key_order() {
+        let binaries = [
+            id("b", "it", "test"),
+            id("a", "a", "lib"),
+            id("a", "it", "test"),
+        ];
+        let names: Vec<String> = (0..37).map(|n| format!("tests::case_{n}")).collect();
+        let all: Vec<(&BinaryId, &str)> = binaries
+            .iter()
+            .flat_map(|b| names.iter().map(move |n| (b, n.as_str())))
+            .collect();
+        for count in 1..=6 {
+            let selectors: Vec<Selector> = (1..=count)
+                .map(|index| {
+                    Partition {
+                        scheme: Scheme::Slice,
+                        index,
+                        count,
+                    }
+                    .selector(all.iter().map(|&(b, n)| (b, n, None)))
+                })
+                .collect();
+            let mut sizes = vec![0usize; count as usize];
+            for &(binary, name) in &all {
+                let owners: Vec<usize> = (0..selectors.len())
+                    .filter(|&i| selectors[i].contains(binary, name))
+                    .collect();
+                assert_eq!(
+                    owners.len(),
+                    1,
+                    "{binary:?} {name} in {owners:?} of {count}"
+                );
+                sizes[owners[0]] += 1;
+            }
+            let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(max - min <= 1, "{count}: {sizes:?}");
+        }
+        // The order is the keys', not the listing's: the Kth of every N sorted keys.
+        let few = [
+            (&binaries[0], "z"),
+            (&binaries[1], "y"),
+            (&binaries[2], "x"),
+            (&binaries[1], "a"),
+        ];
+        let reversed: Vec<_> = few.iter().rev().copied().collect();
+        let second = Partition {
+            scheme: Scheme::Slice,
+            index: 2,
+            count: 2,
+        };
+        for order in [few.to_vec(), reversed] {
+            let selector = second.selector(order.into_iter().map(|(b, n)| (b, n, None)));
+            // Sorted: a/lib/a/a, a/lib/a/y, a/test/it/x, b/test/it/z.
+            let kept: Vec<&str> = few
+                .iter()
+                .filter(|(b, n)| selector.contains(b, n))
+                .map(|(_, n)| *n)
+                .collect();
+            assert_eq!(kept, ["z", "y"]);
         }
     }
 }

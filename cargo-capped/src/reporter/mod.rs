@@ -2,8 +2,10 @@
 //!
 //! * **Human** lines ([`human`]) always go to **stderr**, as nextest's do: a header, one line
 //!   per finished test, failing tests' output, notices, binary problems and the summary. On a
-//!   terminal (and not under `CI`) an indicatif progress bar (tests done / total, running
-//!   binaries) sits below them. `-q` keeps only failures and the summary; `-v` adds binary
+//!   terminal (and not under `CI`) an indicatif progress bar sits below them: tests and
+//!   binaries done, an estimate of the time left, and what runs now with how long it has
+//!   run ([`progress`]). In a pipe or a file, and under `CI`, there is none: the log holds
+//!   only lines. `-q` keeps only failures and the summary; `-v` adds binary
 //!   start/finish lines and binaries' unattributed output.
 //! * **JSON** (`--message-format json`, [`json`]): one object per event per line on
 //!   **stdout**, which carries nothing else, so `cargo capped t2 --message-format json | jq`
@@ -16,18 +18,20 @@
 pub mod human;
 pub mod json;
 pub mod junit;
+pub mod progress;
 pub mod style;
 
-use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::events::RunEvent;
 use human::Human;
 use junit::Junit;
+use progress::Progress;
 use style::Painter;
 
 /// `--message-format`.
@@ -110,9 +114,15 @@ pub fn color_enabled(
     }
 }
 
-/// Whether `CI` says this is a CI job (set and not `false`/`0`).
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+/// Whether a value of `CI` means a CI job (set and not empty, `false` or `0`).
+fn ci_says_so(ci: Option<&str>) -> bool {
+    ci.is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Whether the progress bar shows: stderr is a terminal and this is not a CI job (CI logs
+/// are files, where a redrawn bar is noise).
+pub fn progress_enabled(is_terminal: bool, ci: Option<&str>) -> bool {
+    is_terminal && !ci_says_so(ci)
 }
 
 /// A report [`Reporter::finish`] could not write completely.
@@ -143,8 +153,9 @@ pub struct Reporter {
     junit: Option<(PathBuf, Junit)>,
     junit_written: bool,
     progress: Option<ProgressBar>,
-    /// Binaries running now, each with how many of its processes run.
-    running: BTreeMap<String, usize>,
+    /// What the bar shows after itself, shared with its style, which renders it on every
+    /// tick so elapsed times move between events.
+    work: Arc<Mutex<Progress>>,
     error: Option<io::Error>,
     /// Whether `error` was already shown (a JUnit report that could not be written is
     /// named in the summary).
@@ -167,7 +178,8 @@ impl Reporter {
             std::env::var("CARGO_TERM_COLOR").ok().as_deref(),
             std::env::var("NO_COLOR").ok().as_deref(),
         );
-        let progress = (options.is_terminal && !in_ci()).then(|| {
+        let ci = std::env::var("CI").ok();
+        let progress = progress_enabled(options.is_terminal, ci.as_deref()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
@@ -200,14 +212,24 @@ impl Reporter {
         err: Box<dyn Write + Send>,
         progress: Option<ProgressBar>,
     ) -> Reporter {
+        let work = Arc::new(Mutex::new(Progress::default()));
         if let Some(bar) = &progress {
             let template = if color {
-                "{prefix:>12.green.bold} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} {msg}"
+                "{prefix:>12.green.bold} [{elapsed_precise}] {bar:20.cyan/blue} {work}"
             } else {
-                "{prefix:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}"
+                "{prefix:>12} [{elapsed_precise}] {bar:20} {work}"
             };
+            let shown = Arc::clone(&work);
             if let Ok(style) = ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
+                let style = style.progress_chars("=> ").with_key(
+                    "work",
+                    move |_: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                        if let Ok(work) = shown.lock() {
+                            let _ = out.write_str(&work.render(Instant::now()));
+                        }
+                    },
+                );
+                bar.set_style(style);
             }
             bar.set_prefix("Running");
         }
@@ -218,7 +240,7 @@ impl Reporter {
             junit: options.junit.map(|path| (path, Junit::default())),
             junit_written: false,
             progress,
-            running: BTreeMap::new(),
+            work,
             error: None,
             error_shown: false,
         }
@@ -299,34 +321,13 @@ impl Reporter {
 
     fn track_progress(&mut self, event: &RunEvent) {
         let Some(bar) = &self.progress else { return };
+        if let Ok(mut work) = self.work.lock() {
+            work.event(event, Instant::now());
+        }
         match event {
             RunEvent::RunStarted { tests, .. } => bar.set_length(*tests as u64),
-            RunEvent::BinaryStarted { binary, .. } => {
-                *self.running.entry(binary.to_string()).or_default() += 1;
-            }
-            RunEvent::BinaryFinished { binary, .. } => {
-                let name = binary.to_string();
-                if let Some(count) = self.running.get_mut(&name) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.running.remove(&name);
-                    }
-                }
-            }
             RunEvent::TestFinished(_) => bar.inc(1),
-            _ => return,
-        }
-        if matches!(
-            event,
-            RunEvent::BinaryStarted { .. } | RunEvent::BinaryFinished { .. }
-        ) {
-            let names: Vec<&str> = self.running.keys().map(String::as_str).take(3).collect();
-            let more = self.running.len().saturating_sub(names.len());
-            let mut message = names.join(", ");
-            if more > 0 {
-                message.push_str(&format!(" +{more}"));
-            }
-            bar.set_message(message);
+            _ => {}
         }
     }
 

@@ -148,6 +148,7 @@ fn events(junit: Option<&Path>) -> Vec<RunEvent> {
             shuffle: false,
             binaries: 2,
             tests: 7,
+            binary_tests: Vec::new(),
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
             reproduce: crate::plan::reproduce::ReproduceBase {
                 seed_origin: capped_model::SeedOrigin::Deterministic,
@@ -409,6 +410,17 @@ fn color_choice() {
     assert!(color_enabled(Auto, false, Some("always"), Some("1")));
     assert!(!color_enabled(Auto, true, Some("never"), None));
     assert!(color_enabled(Auto, true, Some("auto"), None));
+}
+
+#[test]
+fn progress_only_on_a_terminal_outside_ci() {
+    assert!(progress_enabled(true, None));
+    assert!(progress_enabled(true, Some("")));
+    assert!(progress_enabled(true, Some("false")));
+    assert!(progress_enabled(true, Some("0")));
+    assert!(!progress_enabled(true, Some("true")));
+    assert!(!progress_enabled(true, Some("1")));
+    assert!(!progress_enabled(false, None), "a pipe or a file");
 }
 
 #[test]
@@ -750,7 +762,16 @@ fn progress_bar_path() {
     }
     assert_eq!(bar.length(), Some(7));
     assert_eq!(bar.position(), 1);
-    assert_eq!(bar.message(), "pkg::integration");
+    // What the bar shows after itself (its style renders this on every tick).
+    let work = reporter
+        .work
+        .lock()
+        .unwrap()
+        .render(std::time::Instant::now());
+    assert!(
+        work.starts_with("1/7 tests, 0/1 binaries, ETA <1s, running: pkg::integration "),
+        "{work}"
+    );
     for event in &events[5..] {
         reporter.event(event);
     }

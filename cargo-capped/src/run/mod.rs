@@ -161,6 +161,18 @@ pub fn run(
         .collect();
     let order = binary_schedule::order(&keys, mode);
     let total_tests = units.iter().map(|u| u.listing.tests.len()).sum::<usize>() + skipped.len();
+    let binary_tests = {
+        let mut per: std::collections::BTreeMap<&BinaryId, usize> = Default::default();
+        for unit in &units {
+            *per.entry(&unit.binary.id).or_default() += unit.listing.tests.len();
+        }
+        for result in &skipped {
+            *per.entry(&result.binary).or_default() += 1;
+        }
+        per.into_iter()
+            .map(|(id, n)| (id.clone(), n))
+            .collect::<Vec<_>>()
+    };
     let binaries_count = {
         let mut ids: Vec<&BinaryId> = units.iter().map(|u| &u.binary.id).collect();
         ids.dedup();
@@ -223,6 +235,7 @@ pub fn run(
         shuffle: plan.caps.shuffle(),
         binaries: binaries_count,
         tests: total_tests,
+        binary_tests,
         at: SystemTime::now(),
         reproduce: runner.reproduce.clone(),
     });

@@ -1,8 +1,8 @@
 //! From built binaries and their listings to the run's units (see [`super::binary`]).
 //!
 //! Without `--partition` each binary is one unit, run with the run's filter and arguments
-//! as `cargo test` would. With `--partition hash:K/N` each binary keeps the tests of
-//! partition K, runs them by name ([`binary_schedule::selection_args`]) in chunks of at most
+//! as `cargo test` would. With `--partition hash:K/N` (or `slice:K/N`, which places each test
+//! among all the run's listed tests first) each binary keeps the tests of partition K, runs them by name ([`binary_schedule::selection_args`]) in chunks of at most
 //! [`binary_schedule::SELECTION_CHUNK_BYTES`] of names, one unit per chunk; a binary with nothing in
 //! partition K has no unit at all, and the tests of other partitions are counted
 //! ([`PartitionCount`]) for the run's notice, never reported. A binary whose listing failed is
@@ -19,8 +19,8 @@ use crate::build::TestBinary;
 use crate::events::{BinaryId, TestResult, TestStatus};
 use crate::history::History;
 use crate::libtest::Listing;
-use crate::plan::Plan;
-use crate::plan::partition::PartitionKind;
+use crate::plan::partition::Selector;
+use crate::plan::{Partition, Plan};
 
 /// Tests kept and left out by `--partition`.
 #[derive(Debug, Default)]
@@ -38,38 +38,28 @@ pub(super) fn units_of(
     run_dir: &RunDir,
     history: Option<&History>,
 ) -> (Vec<Unit>, PartitionCount, Vec<TestResult>) {
-    // `time:K/N` deals every test of the run at once; `hash:K/N` decides test by test.
-    let dealt: Option<HashSet<(String, String)>> = match &plan.partition {
-        Some(partition) if partition.kind == PartitionKind::Time => {
-            let all: Vec<(String, String, Option<std::time::Duration>)> = binaries
-                .iter()
-                .zip(&listings)
-                .filter_map(|(binary, listing)| Some((binary, listing.as_ref().ok()?)))
-                .flat_map(|(binary, listing)| {
-                    listing.tests.iter().map(move |test| {
-                        let known = history
-                            .and_then(|h| h.test(&binary.id, &test.name))
-                            .and_then(|entry| entry.median());
-                        (binary.id.to_string(), test.name.clone(), known)
-                    })
-                })
-                .collect();
-            let keyed: Vec<(String, Option<std::time::Duration>)> = all
-                .iter()
-                .map(|(binary, name, known)| (format!("{binary} {name}"), *known))
-                .collect();
-            let mine = partition.deal_by_time(&keyed);
-            Some(
-                mine.into_iter()
-                    .map(|i| (all[i].0.clone(), all[i].1.clone()))
-                    .collect(),
-            )
-        }
-        _ => None,
-    };
     let mut units: Vec<Unit> = Vec::new();
     let mut partitioned = PartitionCount::default();
     let mut skipped = Vec::new();
+    // Slices and time shards depend on every test of the run; doc tests, which go to a
+    // partition whole by their package's hash, are left out of the deal.
+    let selector = plan.partition.map(|partition| {
+        partition.selector(
+            binaries
+                .iter()
+                .zip(&listings)
+                .filter(|(binary, _)| !binary.is_doc())
+                .flat_map(|(binary, listing)| {
+                    let tests = listing.as_ref().map(|l| l.tests.as_slice()).unwrap_or(&[]);
+                    tests.iter().map(|test| {
+                        let known = history
+                            .and_then(|h| h.test(&binary.id, &test.name))
+                            .and_then(|entry| entry.median());
+                        (&binary.id, test.name.as_str(), known)
+                    })
+                }),
+        )
+    });
     for (binary, listing) in binaries.into_iter().zip(listings) {
         // A library without doc tests is no unit of the run (as under `cargo test`, where
         // it prints an empty "Doc-tests" section).
@@ -100,23 +90,19 @@ pub(super) fn units_of(
         if list_error.is_none() && listing.tests.is_empty() && skipped.len() > skipped_before {
             continue;
         }
-        let selections = match (&plan.partition, &list_error) {
+        let selections = match (&plan.partition, &selector, &list_error) {
             // Doc tests cannot be selected by name: a package's go to one partition whole.
-            (Some(partition), None) if binary.is_doc() => {
+            (Some(partition), _, None) if binary.is_doc() => {
                 let tests = listing.tests.len();
-                if !partition.contains(&binary.id, "") {
+                if Partition::of(&binary.id, "", partition.count) != partition.index {
                     partitioned.left += tests;
                     continue;
                 }
                 partitioned.kept += tests;
                 vec![(listing, None)]
             }
-            (Some(partition), None) => {
-                let (kept, left) =
-                    partition_listing(&listing, &binary.id, |id, name| match &dealt {
-                        Some(dealt) => dealt.contains(&(id.to_string(), name.to_string())),
-                        None => partition.contains(id, name),
-                    });
+            (_, Some(selector), None) => {
+                let (kept, left) = partition_listing(&listing, &binary.id, selector);
                 partitioned.kept += kept.tests.len();
                 partitioned.left += left;
                 if kept.tests.is_empty() {
@@ -233,14 +219,15 @@ fn isolate(
     units
 }
 
-/// The tests of `listing` in `partition`, and how many were left out.
+/// The tests of `listing` in the partition of `selector`, and how many were left out.
 fn partition_listing(
     listing: &Listing,
     binary: &BinaryId,
-    belongs: impl Fn(&BinaryId, &str) -> bool,
+    selector: &Selector,
 ) -> (Listing, usize) {
     let mut kept = listing.clone();
-    kept.tests.retain(|test| belongs(binary, &test.name));
+    kept.tests
+        .retain(|test| selector.contains(binary, &test.name));
     let left = listing.tests.len() - kept.tests.len();
     (kept, left)
 }
@@ -261,6 +248,7 @@ mod tests {
 
     use super::*;
     use crate::plan::Partition;
+    use crate::plan::partition::Scheme;
 
     fn listing(names: &[&str]) -> Listing {
         Listing {
@@ -288,19 +276,26 @@ mod tests {
             kind: "test".into(),
         };
         let mut kept_names = Vec::new();
-        for index in 1..=3 {
-            let partition = Partition {
-                index,
-                count: 3,
-                kind: crate::plan::partition::PartitionKind::Hash,
-            };
-            let (kept, left) =
-                partition_listing(&all, &binary, |id, name| partition.contains(id, name));
-            assert_eq!(kept.tests.len() + left, 6);
-            kept_names.extend(kept.tests.into_iter().map(|t| t.name));
+        for scheme in [Scheme::Hash, Scheme::Slice] {
+            kept_names.clear();
+            for index in 1..=3 {
+                let partition = Partition {
+                    scheme,
+                    index,
+                    count: 3,
+                };
+                let selector =
+                    partition.selector(all.tests.iter().map(|t| (&binary, t.name.as_str(), None)));
+                let (kept, left) = partition_listing(&all, &binary, &selector);
+                assert_eq!(kept.tests.len() + left, 6);
+                if scheme == Scheme::Slice {
+                    assert_eq!(kept.tests.len(), 2, "slices are even");
+                }
+                kept_names.extend(kept.tests.into_iter().map(|t| t.name));
+            }
+            kept_names.sort();
+            assert_eq!(kept_names, ["a", "b", "c", "d", "e", "f"]);
         }
-        kept_names.sort();
-        assert_eq!(kept_names, ["a", "b", "c", "d", "e", "f"]);
         let some = subset(&all, &["c".to_string(), "a".to_string(), "zz".to_string()]);
         let names: Vec<&str> = some.tests.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "c"], "listing order, unknown names dropped");
