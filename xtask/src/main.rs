@@ -1,11 +1,11 @@
 //! The project's own chores.
 //!
 //! * `cargo xtask ci` — what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`,
-//!   the docs with warnings denied, and the whole test suite (`--locked`), last: the doc
-//!   tests by `cargo test --doc` (the runner does not run them), every other test through
-//!   this repository's own runner (`cargo capped t2 --workspace`, built from this checkout),
-//!   so each change is tested by the runner it makes. The last line is the plain
-//!   `N passed, M failed` over both, which log readers that know libtest's counts read.
+//!   the docs with warnings denied, and the whole test suite (`--locked`), last: every
+//!   test, doc tests included, through this repository's own runner (`cargo capped t2
+//!   --workspace`, built from this checkout), so each change is tested by the runner it
+//!   makes. The last line is the plain `N passed, M failed`, which log readers that know
+//!   libtest's counts read.
 //! * `cargo xtask bench` — the benchmarks: every bench prints JSON lines
 //!   `{"bench": name, "value": v, "unit": u, "target": t?}`; this collects them into one
 //!   table, so ratios come from one run on one machine. `cargo xtask bench NAME` runs only
