@@ -200,3 +200,53 @@ fn the_gate_pins_its_command_to_its_slots_device() {
     assert_eq!(exit_code(&output), 2, "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no devices"));
 }
+
+#[test]
+fn real_gpus_are_found_where_the_machine_has_them() {
+    let nodes = std::fs::read_dir("/dev")
+        .map(|entries| {
+            entries.filter_map(Result::ok).any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.strip_prefix("nvidia")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+        })
+        .unwrap_or(false);
+    let smi = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("nvidia-smi").is_file())
+    });
+    if !nodes && !smi {
+        eprintln!("skipped: this machine has no NVIDIA GPU (no /dev/nvidia*, no nvidia-smi)");
+        return;
+    }
+    // On a GPU machine: the live /dev and PATH, no override.
+    let output = capped_in("devices")
+        .args(["preflight", "--message-format", "json"])
+        .env_remove("CAPPED_HOST_ROOT")
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", describe(&output)));
+    let devices = json["device_groups"][0]["devices"].as_array().cloned();
+    assert!(
+        devices.is_some_and(|d| !d.is_empty()),
+        "a GPU machine shows its devices: {json}"
+    );
+    let scratch = RunScratch::new();
+    let mut command = capped_in("devices");
+    command.args(["t2", "--no-degrade"]);
+    scratch.apply(&mut command);
+    let output = command
+        .env_remove("CAPPED_DEVICES_GPU")
+        .env_remove("CAPPED_HOST_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    let seen = records(&scratch.record_file(), "dev");
+    assert_eq!(
+        seen.len(),
+        4,
+        "every gpu test ran on the hardware: {seen:?}"
+    );
+}
