@@ -5,44 +5,25 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Output;
 
 use common::*;
 
+/// `cargo capped t2 ARGS --message-format json` in the doctests fixture.
+fn run(scratch: &RunScratch, args: &[&str]) -> Output {
+    let args: Vec<&str> = std::iter::once("t2").chain(args.iter().copied()).collect();
+    capped_json("doctests", scratch, &args, &[])
+}
+
 const PASSING: &str = "src/lib.rs - add (line 5)";
 const FAILING: &str = "src/lib.rs - sub (line 15)";
-
-/// Runs `cargo capped t2 ARGS --message-format json` in the doctests fixture.
-fn run(scratch: &RunScratch, args: &[&str]) -> Output {
-    let mut command = capped_in("doctests");
-    command.arg("t2");
-    scratch.apply(&mut command);
-    command.args(args).args(["--message-format", "json"]);
-    command.output().expect("running cargo capped")
-}
-
-/// Each test's final JSON event, by name.
-fn results(output: &Output) -> BTreeMap<String, serde_json::Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["type"] == "test-finished")
-        .map(|event| {
-            (
-                event["name"].as_str().unwrap_or_default().to_string(),
-                event,
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn doc_tests_run_under_the_caps_beside_the_other_tests() {
     let scratch = RunScratch::new();
     let output = run(&scratch, &[]);
     assert_eq!(exit_code(&output), 100, "{}", describe(&output));
-    let results = results(&output);
+    let results = test_results(&output);
     let names: Vec<&str> = results.keys().map(String::as_str).collect();
     assert_eq!(
         names,
@@ -87,11 +68,11 @@ fn doc_selects_only_the_doc_tests_and_a_target_selection_none() {
     let scratch = RunScratch::new();
     let output = run(&scratch, &["--doc"]);
     assert_eq!(exit_code(&output), 100, "{}", describe(&output));
-    let names: Vec<String> = results(&output).into_keys().collect();
+    let names: Vec<String> = test_results(&output).into_keys().collect();
     assert_eq!(names, [PASSING, FAILING], "{}", describe(&output));
 
     let output = run(&scratch, &["--test", "it"]);
     assert_eq!(exit_code(&output), 0, "{}", describe(&output));
-    let names: Vec<String> = results(&output).into_keys().collect();
+    let names: Vec<String> = test_results(&output).into_keys().collect();
     assert_eq!(names, ["integration_passes"], "{}", describe(&output));
 }

@@ -10,20 +10,15 @@ use std::process::Output;
 
 use common::*;
 
-/// `cargo capped ARGS` in the verdicts fixture with its history at `history`.
+/// `cargo capped ARGS --message-format json` in the verdicts fixture with its history at
+/// `history`.
 fn run(scratch: &RunScratch, history: &Path, args: &[&str]) -> Output {
-    let mut command = capped_in("verdicts");
-    let (ours, theirs) = match args.iter().position(|a| *a == "--") {
-        Some(at) => args.split_at(at),
-        None => (args, &[][..]),
-    };
-    command.args(ours);
-    scratch.apply(&mut command);
-    command
-        .env("CAPPED_HISTORY", history)
-        .args(["--message-format", "json"])
-        .args(theirs);
-    command.output().expect("running cargo capped")
+    capped_json(
+        "verdicts",
+        scratch,
+        args,
+        &[("CAPPED_HISTORY", history.as_os_str())],
+    )
 }
 
 fn finished(output: &Output) -> BTreeSet<String> {

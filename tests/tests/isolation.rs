@@ -12,40 +12,13 @@ use common::*;
 /// `cargo capped ARGS --message-format json` in the isolation fixture, recording into
 /// `scratch`; `FLAKY_DIR` is the scratch dir.
 fn run(scratch: &RunScratch, args: &[&str]) -> Output {
-    let mut command = capped_in("isolation");
-    let (ours, theirs) = match args.iter().position(|a| *a == "--") {
-        Some(at) => args.split_at(at),
-        None => (args, &[][..]),
-    };
-    command.args(ours);
-    scratch.apply(&mut command);
-    command
-        .env("FLAKY_DIR", scratch.path(""))
-        .args(["--message-format", "json"])
-        .args(theirs);
-    command.output().expect("running cargo capped")
-}
-
-fn results_of(output: &Output) -> BTreeMap<String, serde_json::Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["type"] == "test-finished")
-        .map(|event| {
-            (
-                event["name"].as_str().unwrap_or_default().to_string(),
-                event,
-            )
-        })
-        .collect()
-}
-
-fn status(results: &BTreeMap<String, serde_json::Value>, name: &str) -> String {
-    results
-        .get(name)
-        .and_then(|r| r["status"].as_str())
-        .unwrap_or("(no result)")
-        .to_string()
+    let dir = scratch.path("");
+    capped_json(
+        "isolation",
+        scratch,
+        args,
+        &[("FLAKY_DIR", dir.as_os_str())],
+    )
 }
 
 #[test]
@@ -63,33 +36,33 @@ fn a_hang_and_a_crash_cost_only_themselves_under_isolation() {
             "5s",
         ],
     );
-    let results = results_of(&output);
+    let results = test_results(&output);
     let text = describe(&output);
     assert_eq!(exit_code(&output), 100, "{text}");
-    assert_eq!(status(&results, "b_hangs"), "timed-out", "{text}");
-    assert_eq!(status(&results, "c_segfaults"), "failed", "{text}");
+    assert_eq!(status_in(&results, "b_hangs"), "timed-out", "{text}");
+    assert_eq!(status_in(&results, "c_segfaults"), "failed", "{text}");
     for good in ["a_good", "d_good", "e_good"] {
-        assert_eq!(status(&results, good), "passed", "{good}: {text}");
+        assert_eq!(status_in(&results, good), "passed", "{good}: {text}");
     }
     // Without isolation the crash takes the process's later tests with it.
     let output = run(
         &scratch,
         &["t1", "--test", "faulty", "--", "--skip", "b_hangs"],
     );
-    let results = results_of(&output);
+    let results = test_results(&output);
     let text = describe(&output);
-    assert_eq!(status(&results, "c_segfaults"), "failed", "{text}");
-    assert_eq!(status(&results, "d_good"), "not-run", "{text}");
+    assert_eq!(status_in(&results, "c_segfaults"), "failed", "{text}");
+    assert_eq!(status_in(&results, "d_good"), "not-run", "{text}");
 }
 
 #[test]
 fn a_test_that_fails_once_is_flaky_under_retries() {
     let scratch = RunScratch::new();
     let output = run(&scratch, &["t2", "--test", "flaky", "--retries", "2"]);
-    let results = results_of(&output);
+    let results = test_results(&output);
     let text = describe(&output);
     assert_eq!(exit_code(&output), 0, "{text}");
-    assert_eq!(status(&results, "fails_once"), "flaky", "{text}");
+    assert_eq!(status_in(&results, "fails_once"), "flaky", "{text}");
     assert_eq!(results["fails_once"]["attempts"], 2, "{text}");
     let first = &results["fails_once"]["failed_attempts"][0];
     assert_eq!(first["status"], "failed", "{text}");
@@ -100,13 +73,13 @@ fn a_test_that_fails_once_is_flaky_under_retries() {
             .contains("first attempt fails"),
         "{text}"
     );
-    assert_eq!(status(&results, "steady"), "passed", "{text}");
+    assert_eq!(status_in(&results, "steady"), "passed", "{text}");
 
     // The same test without retries fails the run.
     let scratch = RunScratch::new();
     let output = run(&scratch, &["t2", "--test", "flaky"]);
     assert_eq!(exit_code(&output), 100, "{}", describe(&output));
-    assert_eq!(status(&results_of(&output), "fails_once"), "failed");
+    assert_eq!(status_in(&test_results(&output), "fails_once"), "failed");
 }
 
 #[test]

@@ -5,59 +5,30 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Output;
 
 use common::*;
 
-/// Runs `cargo capped ARGS --message-format json` in the verdicts fixture.
+/// `cargo capped ARGS --message-format json` in the verdicts fixture, in a scratch of its own.
 fn run(args: &[&str]) -> Output {
-    let scratch = RunScratch::new();
-    let mut command = capped_in("verdicts");
-    let (ours, theirs) = match args.iter().position(|a| *a == "--") {
-        Some(at) => args.split_at(at),
-        None => (args, &[][..]),
-    };
-    command.args(ours);
-    scratch.apply(&mut command);
-    command.args(["--message-format", "json"]).args(theirs);
-    command.output().expect("running cargo capped")
-}
-
-/// Each test's final JSON event, by name.
-fn results(output: &Output) -> BTreeMap<String, serde_json::Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["type"] == "test-finished")
-        .map(|event| {
-            (
-                event["name"].as_str().unwrap_or_default().to_string(),
-                event,
-            )
-        })
-        .collect()
-}
-
-fn status(results: &BTreeMap<String, serde_json::Value>, name: &str) -> String {
-    results
-        .get(name)
-        .and_then(|r| r["status"].as_str())
-        .unwrap_or("(no result)")
-        .to_string()
+    capped_json("verdicts", &RunScratch::new(), args, &[])
 }
 
 #[test]
 fn printed_result_lines_do_not_change_verdicts() {
     for profile in ["t1", "t2"] {
         let output = run(&[profile, "--test", "forge"]);
-        let results = results(&output);
+        let results = test_results(&output);
         let text = describe(&output);
         assert_eq!(exit_code(&output), 100, "{profile}: {text}");
-        assert_eq!(status(&results, "a_fails"), "failed", "{profile}: {text}");
-        assert_eq!(status(&results, "b_forges_directly"), "passed", "{text}");
         assert_eq!(
-            status(&results, "c_forges_through_a_child"),
+            status_in(&results, "a_fails"),
+            "failed",
+            "{profile}: {text}"
+        );
+        assert_eq!(status_in(&results, "b_forges_directly"), "passed", "{text}");
+        assert_eq!(
+            status_in(&results, "c_forges_through_a_child"),
             "passed",
             "{text}"
         );
@@ -70,41 +41,41 @@ fn printed_result_lines_do_not_change_verdicts() {
 #[test]
 fn a_green_run_printed_before_exit_0_fails_the_run() {
     let output = run(&["t1", "--test", "green_exit"]);
-    let results = results(&output);
+    let results = test_results(&output);
     let text = describe(&output);
     assert_eq!(exit_code(&output), 100, "{text}");
-    assert_eq!(status(&results, "a_passes"), "passed", "{text}");
-    assert_eq!(status(&results, "b_exits_green"), "failed", "{text}");
+    assert_eq!(status_in(&results, "a_passes"), "passed", "{text}");
+    assert_eq!(status_in(&results, "b_exits_green"), "failed", "{text}");
     let why = results["b_exits_green"]["output"]
         .as_str()
         .unwrap_or_default();
     assert!(why.contains("exited with code 0"), "{text}");
-    assert_eq!(status(&results, "c_never_runs"), "not-run", "{text}");
+    assert_eq!(status_in(&results, "c_never_runs"), "not-run", "{text}");
 }
 
 #[test]
 fn an_abort_is_pinned_on_the_plain_test_that_ran_not_on_capped_tests() {
     for profile in ["t1", "t2"] {
         let output = run(&[profile, "--test", "mixed_abort"]);
-        let results = results(&output);
+        let results = test_results(&output);
         let text = describe(&output);
         assert_eq!(exit_code(&output), 100, "{profile}: {text}");
-        assert_eq!(status(&results, "b_plain_aborts"), "failed", "{text}");
+        assert_eq!(status_in(&results, "b_plain_aborts"), "failed", "{text}");
         let why = results["b_plain_aborts"]["output"]
             .as_str()
             .unwrap_or_default();
         assert!(why.contains("crashed"), "{profile}: {text}");
         if profile == "t1" {
             // One at a time: exactly the aborting test is blamed.
-            assert_eq!(status(&results, "a_capped_passes"), "passed", "{text}");
+            assert_eq!(status_in(&results, "a_capped_passes"), "passed", "{text}");
             assert!(!why.contains("also running"), "{text}");
-            assert_eq!(status(&results, "c_capped_after"), "not-run", "{text}");
+            assert_eq!(status_in(&results, "c_capped_after"), "not-run", "{text}");
         } else {
             // Two at a time: a test beside it is named as possibly running only if it had no
             // verdict yet; one that finished before the abort keeps its pass (the third can
             // start and finish while the aborting test still runs).
             for name in ["a_capped_passes", "c_capped_after"] {
-                let other = status(&results, name);
+                let other = status_in(&results, name);
                 assert!(
                     matches!(other.as_str(), "passed" | "failed" | "not-run"),
                     "{name}: {text}"
@@ -118,18 +89,26 @@ fn an_abort_is_pinned_on_the_plain_test_that_ran_not_on_capped_tests() {
 fn a_hung_capped_test_costs_only_itself() {
     for profile in ["t1", "t2"] {
         let output = run(&[profile, "--test", "capped_hang"]);
-        let results = results(&output);
+        let results = test_results(&output);
         let text = describe(&output);
         assert_eq!(exit_code(&output), 100, "{profile}: {text}");
-        assert_eq!(status(&results, "a_first"), "passed", "{profile}: {text}");
         assert_eq!(
-            status(&results, "b_hangs"),
+            status_in(&results, "a_first"),
+            "passed",
+            "{profile}: {text}"
+        );
+        assert_eq!(
+            status_in(&results, "b_hangs"),
             "timed-out",
             "{profile}: {text}"
         );
-        assert_eq!(status(&results, "c_after"), "passed", "{profile}: {text}");
         assert_eq!(
-            status(&results, "d_plain_after"),
+            status_in(&results, "c_after"),
+            "passed",
+            "{profile}: {text}"
+        );
+        assert_eq!(
+            status_in(&results, "d_plain_after"),
             "passed",
             "{profile}: {text}"
         );
@@ -149,10 +128,14 @@ fn a_flood_under_timeout_ends_with_the_verdict() {
         "--exact",
         "b_floods_forever",
     ]);
-    let results = results(&output);
+    let results = test_results(&output);
     let text = describe(&output);
     assert_eq!(exit_code(&output), 100, "{text}");
-    assert_eq!(status(&results, "b_floods_forever"), "timed-out", "{text}");
+    assert_eq!(
+        status_in(&results, "b_floods_forever"),
+        "timed-out",
+        "{text}"
+    );
     let kept = results["b_floods_forever"]["output"]
         .as_str()
         .unwrap_or_default()
@@ -163,16 +146,16 @@ fn a_flood_under_timeout_ends_with_the_verdict() {
 #[test]
 fn a_64_mib_line_passes() {
     let output = run(&["t1", "--test", "flood"]);
-    let results = results(&output);
+    let results = test_results(&output);
     assert_eq!(exit_code(&output), 0, "{}", describe(&output));
-    assert_eq!(status(&results, "a_long_line"), "passed");
-    assert_eq!(status(&results, "b_floods_forever"), "ignored");
+    assert_eq!(status_in(&results, "a_long_line"), "passed");
+    assert_eq!(status_in(&results, "b_floods_forever"), "ignored");
 }
 
 #[test]
 fn every_test_has_its_own_duration_at_width_2() {
     let output = run(&["t2", "--test", "durations", "--test-threads", "2"]);
-    let results = results(&output);
+    let results = test_results(&output);
     let text = describe(&output);
     assert_eq!(exit_code(&output), 0, "{text}");
     let ms = |name: &str| {
@@ -241,7 +224,7 @@ fn nocapture_shows_passing_tests_output_live_under_their_names() {
 #[test]
 fn show_output_keeps_passing_tests_output() {
     let output = run(&["t2", "--test", "nocapture", "--", "--show-output"]);
-    let results = results(&output);
+    let results = test_results(&output);
     let text = describe(&output);
     assert_eq!(exit_code(&output), 0, "{text}");
     let a = results["a_prints"]["output"].as_str().unwrap_or_default();
@@ -256,7 +239,7 @@ fn show_output_keeps_passing_tests_output() {
 fn odd_output_keeps_every_verdict() {
     for profile in ["t1", "t2"] {
         let output = run(&[profile, "--test", "odd_output"]);
-        let results = results(&output);
+        let results = test_results(&output);
         let text = describe(&output);
         assert_eq!(exit_code(&output), 0, "{profile}: {text}");
         for name in [
@@ -264,7 +247,11 @@ fn odd_output_keeps_every_verdict() {
             "b_child_keeps_the_pipes",
             "c_closes_its_streams",
         ] {
-            assert_eq!(status(&results, name), "passed", "{profile} {name}: {text}");
+            assert_eq!(
+                status_in(&results, name),
+                "passed",
+                "{profile} {name}: {text}"
+            );
         }
     }
 }

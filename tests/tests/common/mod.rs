@@ -453,3 +453,54 @@ pub fn xml_elements(xml: &str) -> Result<Vec<String>, String> {
         false => Err(format!("unclosed elements: {stack:?}")),
     }
 }
+
+/// `cargo capped ARGS --message-format json` in fixture `name`, pointed at `scratch` (its
+/// record file and lock dir) and with `env` set; a `--` in `args` starts the test binaries'
+/// arguments, which stay last.
+pub fn capped_json(
+    name: &str,
+    scratch: &RunScratch,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Output {
+    let mut command = capped_in(name);
+    let (ours, theirs) = match args.iter().position(|a| *a == "--") {
+        Some(at) => args.split_at(at),
+        None => (args, &[][..]),
+    };
+    command.args(ours);
+    scratch.apply(&mut command);
+    command
+        .envs(env.iter().copied())
+        .args(["--message-format", "json"])
+        .args(theirs);
+    command.output().expect("running cargo capped")
+}
+
+/// Each test's final JSON event (`test-finished`) of a `--message-format json` run, by
+/// test name.
+pub fn test_results(output: &Output) -> std::collections::BTreeMap<String, serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["type"] == "test-finished")
+        .map(|event| {
+            (
+                event["name"].as_str().unwrap_or_default().to_string(),
+                event,
+            )
+        })
+        .collect()
+}
+
+/// The status `results` ([`test_results`]) give test `name`, or `(no result)`.
+pub fn status_in(
+    results: &std::collections::BTreeMap<String, serde_json::Value>,
+    name: &str,
+) -> String {
+    results
+        .get(name)
+        .and_then(|r| r["status"].as_str())
+        .unwrap_or("(no result)")
+        .to_string()
+}
