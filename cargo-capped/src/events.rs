@@ -150,6 +150,9 @@ pub enum RunEvent {
         /// How many of `tests` each binary runs, for the progress display (not in the JSON
         /// stream).
         binary_tests: Vec<(BinaryId, usize)>,
+        /// What earlier runs say each listed test takes (its median), by `binary name`, for
+        /// the progress display's ETA (not in the JSON stream); empty without a history.
+        learned: std::collections::BTreeMap<String, std::time::Duration>,
         /// When it started.
         at: SystemTime,
         /// What every reproduce line of the run shares (build flags, seed and its origin).

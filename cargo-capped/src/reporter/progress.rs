@@ -55,6 +55,10 @@ pub struct Progress {
     /// Sum and count of the durations of finished tests that ran (not ignored or not run).
     ran_total: Duration,
     ran_count: u32,
+    /// What earlier runs say tests take, by `binary name` (see [`Progress::eta`]).
+    learned: BTreeMap<String, Duration>,
+    /// Tests with a verdict, by `binary name`, among those `learned` knows.
+    learned_done: std::collections::HashSet<String>,
 }
 
 impl Progress {
@@ -65,10 +69,12 @@ impl Progress {
                 tests,
                 width,
                 binary_tests,
+                learned,
                 ..
             } => {
                 self.tests_total = *tests;
                 self.width = *width;
+                self.learned = learned.clone();
                 for (binary, count) in binary_tests {
                     self.binaries
                         .entry(binary.to_string())
@@ -97,6 +103,10 @@ impl Progress {
             }
             RunEvent::TestFinished(result) => {
                 let binary = result.binary.to_string();
+                let key = format!("{binary} {}", result.name);
+                if self.learned.contains_key(&key) {
+                    self.learned_done.insert(key);
+                }
                 self.tests_done += 1;
                 self.binaries.entry(binary.clone()).or_default().finished += 1;
                 self.running.remove(&(binary, result.name.clone()));
@@ -130,11 +140,33 @@ impl Progress {
     /// verdict ÷ the width the run started at (that many tests run at once). It knows
     /// nothing of which tests are heavy, so it is rough while few tests have finished and
     /// when durations differ widely; it never counts ignored tests, which take no time.
+    ///
+    /// With a test history: what earlier runs say the tests still without a verdict take
+    /// (their median; a test it does not know counts as the mean of this run's finished
+    /// tests, else the median of those it knows) ÷ the width. That sees heavy tests coming.
     pub fn eta(&self) -> Option<Duration> {
+        let (done, total) = self.tests();
+        if !self.learned.is_empty() {
+            let known_left: Vec<Duration> = self
+                .learned
+                .iter()
+                .filter(|(key, _)| !self.learned_done.contains(*key))
+                .map(|(_, d)| *d)
+                .collect();
+            let mut all: Vec<Duration> = self.learned.values().copied().collect();
+            all.sort();
+            let prior = if self.ran_count > 0 {
+                self.ran_total / self.ran_count
+            } else {
+                all[all.len() / 2]
+            };
+            let unknown_left = (total - done).saturating_sub(known_left.len()) as u32;
+            let left: Duration = known_left.iter().sum::<Duration>() + prior * unknown_left;
+            return Some(left / self.width.max(1));
+        }
         if self.ran_count == 0 {
             return None;
         }
-        let (done, total) = self.tests();
         let remaining = (total - done) as u32;
         let mean = self.ran_total / self.ran_count;
         Some(mean * remaining / self.width.max(1))
@@ -238,6 +270,7 @@ mod tests {
             binaries: binary_tests.len(),
             tests,
             binary_tests,
+            learned: BTreeMap::new(),
             at: std::time::SystemTime::UNIX_EPOCH,
             reproduce: crate::plan::reproduce::ReproduceBase {
                 seed_origin: capped_model::SeedOrigin::Deterministic,
@@ -331,6 +364,34 @@ mod tests {
         );
         progress.event(&binary_finished(id("b")), at(20));
         assert_eq!(progress.running_line(at(20)), "", "its tests ended with it");
+    }
+
+    #[test]
+    fn with_a_history_the_eta_sees_the_heavy_tests_coming() {
+        let binary = id("t");
+        let mut progress = Progress::default();
+        let now = Instant::now();
+        let mut started = started(4, 2, vec![(binary.clone(), 4)]);
+        if let RunEvent::RunStarted { learned, .. } = &mut started {
+            learned.insert("p::t heavy".into(), Duration::from_secs(30));
+            learned.insert("p::t light".into(), Duration::from_secs(2));
+            learned.insert("p::t other".into(), Duration::from_secs(2));
+        }
+        progress.event(&started, now);
+        // Before anything finished: (30 + 2 + 2 + one unknown at the median 2) / 2.
+        assert_eq!(progress.eta(), Some(Duration::from_secs(18)));
+        progress.event(
+            &RunEvent::TestFinished(TestResult {
+                binary: binary.clone(),
+                name: "heavy".into(),
+                status: TestStatus::Passed,
+                duration: Some(Duration::from_secs(28)),
+                output: String::new(),
+            }),
+            now,
+        );
+        // The heavy one is done: (2 + 2 + one unknown at this run's mean, 28) / 2.
+        assert_eq!(progress.eta(), Some(Duration::from_secs(16)));
     }
 
     #[test]

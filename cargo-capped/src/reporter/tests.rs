@@ -149,6 +149,7 @@ fn events(junit: Option<&Path>) -> Vec<RunEvent> {
             binaries: 2,
             tests: 7,
             binary_tests: Vec::new(),
+            learned: Default::default(),
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
             reproduce: crate::plan::reproduce::ReproduceBase {
                 seed_origin: capped_model::SeedOrigin::Deterministic,

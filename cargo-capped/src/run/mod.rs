@@ -160,6 +160,20 @@ pub fn run(
         })
         .collect();
     let order = binary_schedule::order(&keys, mode);
+    let learned: std::collections::BTreeMap<String, std::time::Duration> = history
+        .as_ref()
+        .map(|h| {
+            units
+                .iter()
+                .flat_map(|u| {
+                    u.listing.tests.iter().filter_map(move |t| {
+                        let median = h.test(&u.binary.id, &t.name)?.median()?;
+                        Some((format!("{} {}", u.binary.id, t.name), median))
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let total_tests = units.iter().map(|u| u.listing.tests.len()).sum::<usize>() + skipped.len();
     let binary_tests = {
         let mut per: std::collections::BTreeMap<&BinaryId, usize> = Default::default();
@@ -236,6 +250,7 @@ pub fn run(
         binaries: binaries_count,
         tests: total_tests,
         binary_tests,
+        learned,
         at: SystemTime::now(),
         reproduce: runner.reproduce.clone(),
     });
