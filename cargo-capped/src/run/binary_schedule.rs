@@ -117,6 +117,30 @@ pub fn split_share(runnable: usize, k: u32, wanted: u32) -> Option<usize> {
     (keep < runnable).then_some(keep)
 }
 
+/// [`split_share`] by what earlier runs measured: the first tests (in the order the binary
+/// runs them) whose learned `times` add up to its share `k / wanted` of the whole, so the
+/// part that starts now and the part that waits hold equal work per slot rather than equal
+/// counts. `None` when it keeps them all.
+pub fn split_share_by_time(times: &[std::time::Duration], k: u32, wanted: u32) -> Option<usize> {
+    let runnable = times.len();
+    if k == 0 || k >= wanted || runnable < 2 {
+        return None;
+    }
+    let total: std::time::Duration = times.iter().sum();
+    let target = total * k / wanted;
+    let mut sum = std::time::Duration::ZERO;
+    let mut keep = runnable;
+    for (i, time) in times.iter().enumerate() {
+        sum += *time;
+        if sum >= target {
+            keep = i + 1;
+            break;
+        }
+    }
+    let keep = keep.clamp(1, runnable - 1);
+    (keep < runnable).then_some(keep)
+}
+
 /// Whether the libtest arguments make ignored tests run (`--ignored`, `--include-ignored`).
 pub fn runs_ignored(test_args: &[String]) -> bool {
     // Both at once (which libtest refuses) count as making them run.
@@ -298,6 +322,24 @@ mod tests {
         assert_eq!(split_share(20, 2, 2), None);
         assert_eq!(split_share(1, 1, 1), None);
         assert_eq!(split_share(10, 0, 2), None);
+        // By time: one long test first is a half on its own.
+        let ms = std::time::Duration::from_millis;
+        let times = [
+            ms(900),
+            ms(100),
+            ms(100),
+            ms(100),
+            ms(100),
+            ms(100),
+            ms(100),
+            ms(100),
+            ms(100),
+            ms(100),
+        ];
+        assert_eq!(split_share_by_time(&times, 1, 2), Some(1));
+        assert_eq!(split_share_by_time(&[ms(10); 20], 1, 2), Some(10));
+        assert_eq!(split_share_by_time(&[ms(10); 20], 2, 2), None);
+        assert_eq!(split_share_by_time(&[ms(10)], 1, 2), None);
     }
 
     #[test]

@@ -223,6 +223,7 @@ pub fn run(
         peaks: Vec::new(),
         attempts: std::collections::HashMap::new(),
         binary_runs: Vec::new(),
+        learned_times: learned.clone(),
         learned_peaks: history
             .as_ref()
             .map(|h| {
@@ -250,7 +251,7 @@ pub fn run(
         binaries: binaries_count,
         tests: total_tests,
         binary_tests,
-        learned,
+        learned: learned.clone(),
         at: SystemTime::now(),
         reproduce: runner.reproduce.clone(),
     });

@@ -90,6 +90,9 @@ pub(super) struct Runner<'a> {
     pub(super) width_changes: Vec<(Duration, u32)>,
     /// A binary ended since the width was last decided.
     pub(super) width_check_due: bool,
+    /// What earlier runs say each test takes, by `binary name` (the test history), for
+    /// splitting a binary by time.
+    pub(super) learned_times: std::collections::BTreeMap<String, Duration>,
     /// Each binary's highest peak RSS in earlier runs (the test history), for memory
     /// admission.
     pub(super) learned_peaks: HashMap<String, u64>,

@@ -4,8 +4,9 @@
 //! other binaries hold most of the width gets `k` slots, fewer than the
 //! `min(runnable, width)` it could use, and would stay that narrow after they finish: at the
 //! end of a run the last big binary then works one test at a time while a slot idles. So
-//! such a binary keeps only its share of its runnable tests ([`binary_schedule::split_share`],
-//! by `--exact` name) and the rest become a unit of their own, in the binary's place in the
+//! such a binary keeps only its share of its runnable tests (by what the test history says
+//! they take where it knows them all, [`binary_schedule::split_share_by_time`], else by
+//! count, [`binary_schedule::split_share`]; by `--exact` name) and the rest become a unit of their own, in the binary's place in the
 //! order, which starts with the slots that free up. That part may split again when it too
 //! starts narrow, at most [`MAX_SPLITS`] times in all, so a binary that waits behind one
 //! long holder does not become a process per handful of tests.
@@ -62,7 +63,20 @@ impl Runner<'_> {
                 .map(|t| t.name.as_str())
                 .collect();
         let wanted = binary_schedule::plain_width(runnable.len(), self.width);
-        let Some(keep) = binary_schedule::split_share(runnable.len(), k, wanted) else {
+        // By time where the history knows every runnable test, else by count.
+        let times: Option<Vec<std::time::Duration>> = runnable
+            .iter()
+            .map(|name| {
+                self.learned_times
+                    .get(&format!("{} {name}", unit.binary.id))
+                    .copied()
+            })
+            .collect();
+        let share = match &times {
+            Some(times) => binary_schedule::split_share_by_time(times, k, wanted),
+            None => binary_schedule::split_share(runnable.len(), k, wanted),
+        };
+        let Some(keep) = share else {
             return;
         };
         let moved: Vec<String> = runnable[keep..].iter().map(|n| n.to_string()).collect();
