@@ -517,7 +517,7 @@ impl Caps {
         self
     }
 
-    /// The environment that tells a child process these caps (DESIGN.md, "The contract"),
+    /// The environment that tells a child process these caps (docs/design.md, "The contract"),
     /// the one serializer of caps: the `CAPPED_*` variables, `RUST_TEST_THREADS`,
     /// `RAYON_NUM_THREADS`, `TOKIO_WORKER_THREADS` and the BLAS variables.
     /// [`Caps::from_sources`] reads the same caps back from it (the events file, the width

@@ -12,7 +12,7 @@ use crate::caps::SeedOrigin;
 use crate::resource::Scope;
 use crate::units;
 
-/// Names of the environment variables given to every test process (DESIGN.md, "The contract").
+/// Names of the environment variables given to every test process (docs/design.md, "The contract").
 pub mod env {
     /// `1` when the process runs under `cargo capped`.
     pub const CAPPED: &str = "CAPPED";
@@ -396,6 +396,21 @@ pub fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl ListedTest {
+    /// A test as a plain libtest listing knows it: its name only (one width slot, no
+    /// groups, no memory, no timeout, not known to be ignored).
+    pub fn plain(name: impl Into<String>) -> ListedTest {
+        ListedTest {
+            name: name.into(),
+            groups: Vec::new(),
+            threads: 1,
+            mem: None,
+            timeout_ms: None,
+            ignored: false,
+        }
+    }
 }
 
 /// One line of `--list` output under `CAPPED_LIST_RESOURCES=1` (harness mode): a test and

@@ -34,17 +34,7 @@ const RUNS: usize = 3;
 /// Its one test binary includes `harness_noop/suite.rs` rather than copying it, so this
 /// bench and the harness bench time the same tests (`m00::d0::t0` …).
 fn generate(dir: &Path, repo: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir.join("tests"))?;
-    std::fs::create_dir_all(dir.join("src"))?;
-    write_if_changed(
-        &dir.join("Cargo.toml"),
-        "[package]\nname = \"bench-isolation\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
-         [workspace]\n",
-    )?;
-    write_if_changed(
-        &dir.join("src/lib.rs"),
-        "//! A generated benchmark suite.\n",
-    )?;
+    crate::mixed_suite::write_package(dir, "bench-isolation")?;
     let suite = repo.join("capped-test/tests/harness_noop/suite.rs");
     write_if_changed(
         &dir.join("tests/noop.rs"),

@@ -242,6 +242,22 @@ impl BinarySpec {
         text
     }
 }
+/// Writes a generated benchmark package `name` under `dir`: its own workspace with an
+/// empty library and a `tests/` dir for the caller's test files (idempotent).
+pub(crate) fn write_package(dir: &Path, name: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir.join("tests"))?;
+    std::fs::create_dir_all(dir.join("src"))?;
+    write_if_changed(
+        &dir.join("Cargo.toml"),
+        &format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[workspace]\n"
+        ),
+    )?;
+    write_if_changed(
+        &dir.join("src/lib.rs"),
+        "//! A generated benchmark suite.\n",
+    )
+}
 
 pub(crate) fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
     if std::fs::read_to_string(path).ok().as_deref() != Some(text) {

@@ -72,17 +72,7 @@ fn test_source() -> String {
 
 /// Writes the workspace under `dir` (idempotent, so a second run rebuilds nothing).
 fn generate(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir.join("tests"))?;
-    std::fs::create_dir_all(dir.join("src"))?;
-    write_if_changed(
-        &dir.join("Cargo.toml"),
-        "[package]\nname = \"bench-output\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
-         [workspace]\n",
-    )?;
-    write_if_changed(
-        &dir.join("src/lib.rs"),
-        "//! A generated benchmark suite.\n",
-    )?;
+    crate::mixed_suite::write_package(dir, "bench-output")?;
     write_if_changed(&dir.join("tests/output.rs"), &test_source())
 }
 

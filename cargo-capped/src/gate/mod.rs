@@ -245,10 +245,7 @@ fn group_devices(
     let Some(source) = &config.devices else {
         return Ok(None);
     };
-    let host = match std::env::var_os(crate::plan::HOST_ROOT_VAR).filter(|r| !r.is_empty()) {
-        Some(root) => crate::host::HostRoot::at(PathBuf::from(root)),
-        None => crate::host::HostRoot::system(),
-    };
+    let host = crate::host::HostRoot::from_env(get);
     let path = std::env::var_os("PATH");
     let devices =
         capped_model::devices::resolve(group, source, get, &host.path("/dev"), path.as_deref())?;

@@ -225,6 +225,16 @@ impl HostRoot {
         HostRoot { root, system }
     }
 
+    /// Where readings come from for this process: the fixture directory named by
+    /// `CAPPED_HOST_ROOT` (test-only, see [`crate::plan::HOST_ROOT_VAR`]) when `get` has
+    /// it, else the live system.
+    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Self {
+        match get(crate::plan::HOST_ROOT_VAR).filter(|root| !root.is_empty()) {
+            Some(root) => HostRoot::at(root),
+            None => HostRoot::system(),
+        }
+    }
+
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root

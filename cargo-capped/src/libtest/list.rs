@@ -44,14 +44,7 @@ pub fn parse_list(stdout: &str) -> Listing {
             continue;
         }
         if let Some(name) = terse_name(line) {
-            terse.push(ListedTest {
-                name: name.to_string(),
-                groups: Vec::new(),
-                threads: 1,
-                mem: None,
-                timeout_ms: None,
-                ignored: false,
-            });
+            terse.push(ListedTest::plain(name));
         }
     }
     if json.is_empty() {

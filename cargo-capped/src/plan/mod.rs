@@ -24,7 +24,6 @@ pub mod reproduce;
 pub mod workspace;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use capped_model::config::{Config, FlakyResult, GroupConfig, Isolation};
@@ -146,10 +145,7 @@ impl Plan {
         } else {
             (Config::default(), Thresholds::default())
         };
-        let host = match std::env::var_os(HOST_ROOT_VAR).filter(|r| !r.is_empty()) {
-            Some(root) => HostRoot::at(PathBuf::from(root)),
-            None => HostRoot::system(),
-        };
+        let host = HostRoot::from_env(&|var| std::env::var(var).ok());
         let devices = resolve_devices(&mut config, &host)?;
         let require = input.options.require.clone();
         let mut plan = Plan::resolve(workspace, config, input)?;
@@ -426,6 +422,7 @@ pub fn default_mem_budget(host: &HostRoot) -> Option<u64> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::path::PathBuf;
 
     fn workspace() -> Workspace {
         Workspace {

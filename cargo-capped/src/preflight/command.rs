@@ -180,10 +180,7 @@ pub fn run(args: &PreflightArgs) -> i32 {
         }
     };
     // Test-only: fixture files instead of the live /proc and /sys (see `plan`).
-    let host = match get(crate::plan::HOST_ROOT_VAR).filter(|root| !root.is_empty()) {
-        Some(root) => HostRoot::at(root),
-        None => HostRoot::system(),
-    };
+    let host = HostRoot::from_env(&get);
     let report = collect(&host, &place.target_dir, &thresholds);
     let devices = device_groups(&place.root, &host, &get);
     match args.message_format {

@@ -26,7 +26,8 @@
 //! `end`. The same prefix gives every plain test its start: the spawn for the first
 //! `threads`, else the moment the record that freed its slot arrived.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use capped_model::protocol::{Event, Outcome};
@@ -101,6 +102,10 @@ pub struct Verdicts {
     completions: Vec<Instant>,
     /// Tests announced as started.
     announced: HashSet<String>,
+    /// Announced tests without a verdict yet, by listing position.
+    running: BTreeSet<usize>,
+    /// How far the listing was announced by the start-order rule.
+    prefix_announced: usize,
     /// Parser results waiting for their evidence.
     held: HashMap<String, TestResult>,
     /// Tests whose final result was sent.
@@ -160,6 +165,8 @@ impl Verdicts {
             tests,
             completions: Vec::new(),
             announced: HashSet::new(),
+            running: BTreeSet::new(),
+            prefix_announced: 0,
             held: HashMap::new(),
             emitted: HashMap::new(),
             failing: HashSet::new(),
@@ -263,22 +270,18 @@ impl Verdicts {
         if self.threads > 1 {
             return None;
         }
-        let mut running = self.announced.iter().filter(|name| {
-            self.index
-                .get(*name)
-                .is_some_and(|&i| self.verdict(i, false).is_none())
-        });
+        let mut running = self.running.iter();
         match (running.next(), running.next()) {
-            (Some(name), None) => Some(name.clone()),
+            (Some(&i), None) => Some(self.names[i].clone()),
             _ => None,
         }
     }
 
     /// libtest's notice that `--logfile` is deprecated (printed once on stderr as the
     /// process starts, without a newline) is about our flag, not the tests'.
-    fn without_deprecation(&mut self, bytes: &[u8]) -> Vec<u8> {
+    fn without_deprecation<'b>(&mut self, bytes: &'b [u8]) -> Cow<'b, [u8]> {
         if self.dropped_deprecation || !matches!(self.source, Source::Logfile(_)) {
-            return bytes.to_vec();
+            return Cow::Borrowed(bytes);
         }
         let notice = DEPRECATION_NOTICE.as_bytes();
         match bytes.windows(notice.len()).position(|w| w == notice) {
@@ -290,9 +293,9 @@ impl Verdicts {
                 }
                 let mut out = bytes[..at].to_vec();
                 out.extend_from_slice(&bytes[end..]);
-                out
+                Cow::Owned(out)
             }
-            None => bytes.to_vec(),
+            None => Cow::Borrowed(bytes),
         }
     }
 
@@ -374,6 +377,11 @@ impl Verdicts {
 
     fn announce(&mut self, name: String, out: &mut Vec<OutputEvent>) {
         if self.announced.insert(name.clone()) {
+            if let Some(&i) = self.index.get(&name)
+                && self.verdict(i, false).is_none()
+            {
+                self.running.insert(i);
+            }
             out.push(OutputEvent::Started { name });
         }
     }
@@ -383,12 +391,14 @@ impl Verdicts {
         if !self.ordered {
             return;
         }
+        // Each position once: the prefix only grows, so a read costs what it adds.
         let started = (self.threads + self.completions.len()).min(self.names.len());
-        for i in 0..started {
+        for i in self.prefix_announced..started {
             if self.tests[i].record.is_none() && self.runs(i) {
                 self.announce(self.names[i].clone(), out);
             }
         }
+        self.prefix_announced = self.prefix_announced.max(started);
     }
 
     /// Whether test `i` executes (rather than being reported ignored at once).
@@ -470,6 +480,7 @@ impl Verdicts {
         let Some(verdict) = self.verdict(i, false) else {
             return;
         };
+        self.running.remove(&i);
         let name = self.names[i].clone();
         if verdict.status.is_failure() && self.failing.insert(name.clone()) {
             self.parser.expect_failure(&name);
@@ -720,17 +731,7 @@ mod tests {
 
     fn listing(names: &[&str]) -> Listing {
         Listing {
-            tests: names
-                .iter()
-                .map(|name| ListedTest {
-                    name: name.to_string(),
-                    groups: Vec::new(),
-                    threads: 1,
-                    mem: None,
-                    timeout_ms: None,
-                    ignored: false,
-                })
-                .collect(),
+            tests: names.iter().map(|name| ListedTest::plain(*name)).collect(),
             harness: false,
             logfile: true,
         }

@@ -252,17 +252,7 @@ mod tests {
 
     fn listing(names: &[&str]) -> Listing {
         Listing {
-            tests: names
-                .iter()
-                .map(|name| ListedTest {
-                    name: name.to_string(),
-                    groups: Vec::new(),
-                    threads: 1,
-                    mem: None,
-                    timeout_ms: None,
-                    ignored: false,
-                })
-                .collect(),
+            tests: names.iter().map(|name| ListedTest::plain(*name)).collect(),
             ..Listing::default()
         }
     }

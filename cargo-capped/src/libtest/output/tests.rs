@@ -26,17 +26,7 @@ fn binary() -> BinaryId {
 }
 
 fn listed(names: &[&str]) -> Vec<ListedTest> {
-    names
-        .iter()
-        .map(|name| ListedTest {
-            name: name.to_string(),
-            groups: Vec::new(),
-            threads: 1,
-            mem: None,
-            timeout_ms: None,
-            ignored: false,
-        })
-        .collect()
+    names.iter().map(|name| ListedTest::plain(*name)).collect()
 }
 
 const BASIC: [&str; 8] = [
