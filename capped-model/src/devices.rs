@@ -75,6 +75,21 @@ pub fn parse_ids(text: &str) -> Result<Vec<String>, String> {
     Ok(ids)
 }
 
+/// This process's `CAPPED_DEVICES_<GROUP>`: `Ok(None)` when unset; an error naming the
+/// variable when it is not UTF-8 or its ids are malformed, never a silent fallback.
+pub fn env_override(group: &str) -> Result<Option<Vec<String>>, String> {
+    let var = env::devices_var(group);
+    match std::env::var(&var) {
+        Ok(text) => parse_ids(&text)
+            .map(Some)
+            .map_err(|e| format!("environment variable {var}={text:?} is malformed: {e}")),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(raw)) => Err(format!(
+            "environment variable {var}={raw:?} is malformed: it is not UTF-8; expected comma-separated device ids"
+        )),
+    }
+}
+
 /// Writes ids as `CAPPED_DEVICES_<GROUP>` holds them.
 pub fn format_ids(ids: &[String]) -> String {
     ids.join(",")

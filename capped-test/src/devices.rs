@@ -31,8 +31,10 @@ fn group_devices(group: &str) -> Option<Devices> {
 
 fn find(group: &str) -> Option<Devices> {
     let get = |var: &str| std::env::var(var).ok();
-    if let Some(text) = get(&env::devices_var(group)) {
-        let ids = devices::parse_ids(&text).unwrap_or_default();
+    // A malformed override is an error, as for every `CAPPED_*` variable: a test must not
+    // run (or be skipped) under a device list nobody meant.
+    let overridden = devices::env_override(group).unwrap_or_else(|e| panic!("capped-test: {e}"));
+    if let Some(ids) = overridden {
         let how = if ids.is_empty() {
             format!("{} is empty", env::devices_var(group))
         } else {

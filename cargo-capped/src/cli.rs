@@ -456,7 +456,7 @@ pub struct RunOptions {
     /// hash:K/N places each test by a stable hash of its binary and name (adding a test
     /// moves no other); slice:K/N takes every Nth of the run's tests sorted by binary and
     /// name, from the Kth (even slices).
-    #[arg(long, value_name = "hash:K/N|slice:K/N", value_parser = crate::plan::partition::Partition::parse, help_heading = "Run options")]
+    #[arg(long, value_name = "hash:K/N|slice:K/N|time:K/N", value_parser = crate::plan::partition::Partition::parse, help_heading = "Run options")]
     pub partition: Option<crate::plan::partition::Partition>,
     /// `test`: run each test as a process of its own, so --timeout and --mem-limit act on
     /// that test alone and a crash fails only it; `binary` (the default): a test binary's

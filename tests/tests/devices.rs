@@ -250,3 +250,22 @@ fn real_gpus_are_found_where_the_machine_has_them() {
         "every gpu test ran on the hardware: {seen:?}"
     );
 }
+
+#[test]
+fn a_malformed_device_list_is_an_error_not_a_fallback() {
+    use std::os::unix::ffi::OsStrExt;
+    let scratch = RunScratch::new();
+    for value in [
+        std::ffi::OsStr::from_bytes(b"\xff"),
+        std::ffi::OsStr::new("a b"),
+    ] {
+        let mut command = capped_in("devices");
+        command.arg("t2");
+        scratch.apply(&mut command);
+        let output = command.env("CAPPED_DEVICES_GPU", value).output().unwrap();
+        assert_eq!(exit_code(&output), 2, "{value:?}: {}", describe(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("CAPPED_DEVICES_GPU"), "{stderr}");
+        assert!(!scratch.record_file().exists(), "no test ran");
+    }
+}

@@ -245,6 +245,7 @@ fn group_devices(
     let Some(source) = &config.devices else {
         return Ok(None);
     };
+    capped_model::devices::env_override(group)?;
     let host = crate::host::HostRoot::from_env(get);
     let path = std::env::var_os("PATH");
     let devices =

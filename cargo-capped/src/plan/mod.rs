@@ -383,6 +383,7 @@ pub fn resolve_devices(
         let Some(source) = &group.devices else {
             continue;
         };
+        capped_model::devices::env_override(name).map_err(Error::Config)?;
         let devices = capped_model::devices::resolve(name, source, &get, &dev, path.as_deref())
             .map_err(Error::Config)?;
         if !group.max_given && !devices.ids.is_empty() {
