@@ -123,7 +123,8 @@ pub struct TestResult {
 /// Everything that happens in a run, in order.
 #[derive(Debug, Clone)]
 pub enum RunEvent {
-    /// The run is planned and built; tests are about to start.
+    /// The run is planned, built and listed; the first binaries may already run (what they
+    /// reported so far follows this event).
     RunStarted {
         /// The profile's name.
         profile: String,

@@ -218,3 +218,55 @@ fn a_binary_that_peaked_high_waits_for_memory_beside_another() {
         }
     }
 }
+
+/// With an order known before listing (a history, or a deterministic run's order by
+/// name), the first binaries start while others are still being listed: the `waiter`
+/// binary's listing waits for a gate that only the `opener` binary's test opens. Without
+/// one, every binary is listed before any starts, and the gate stays shut.
+#[test]
+fn binaries_start_while_others_are_still_listed() {
+    let scratch = RunScratch::new();
+    let history = scratch.path("history.json");
+    let gate = scratch.path("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    let run = |args: &[&str], gated: bool, wait_ms: &str| {
+        let mut env = vec![("CAPPED_HISTORY", history.as_os_str())];
+        if gated {
+            let _ = std::fs::remove_file(gate.join("open"));
+            env.push(("LISTING_GATE", gate.as_os_str()));
+            env.push(("LISTING_GATE_WAIT_MS", std::ffi::OsStr::new(wait_ms)));
+        }
+        capped_json("listing-gate", &scratch, args, &env)
+    };
+    // A first run learns the binaries' lengths (ungated: every listing answers at once).
+    let output = run(&["t2"], false, "");
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+
+    // No order before listing: the gate never opens, and the waiter's listing fails.
+    let output = run(&["t2", "--no-history"], true, "1000");
+    assert_eq!(exit_code(&output), 100, "{}", describe(&output));
+    let results = test_results(&output);
+    assert_eq!(status_in(&results, "(listing)"), "failed", "{results:?}");
+    assert!(
+        results["(listing)"]["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("the gate never opened")),
+        "{results:?}"
+    );
+
+    // The history puts the opener first: it starts while the waiter is still listed.
+    for args in [&["t2"][..], &["t1", "--deterministic", "--no-history"][..]] {
+        let output = run(args, true, "30000");
+        assert_eq!(exit_code(&output), 0, "{args:?}: {}", describe(&output));
+        let results = test_results(&output);
+        assert_eq!(status_in(&results, "opens_the_gate"), "passed");
+        assert_eq!(status_in(&results, "waits_for_the_gate"), "passed");
+        // The run still opens with every test counted, before any result.
+        let first: serde_json::Value = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| serde_json::from_str(line).ok())
+            .expect("a JSON line");
+        assert_eq!(first["type"], "run-started", "{first}");
+        assert_eq!(first["tests"], 2, "{first}");
+    }
+}

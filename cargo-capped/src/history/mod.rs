@@ -131,6 +131,19 @@ impl History {
         self.tests.get(&History::test_key(binary, name))
     }
 
+    /// What earlier runs say `binary`'s tests take together (the sum of their medians),
+    /// whatever this run selects of them; `None` when it knows none of them.
+    pub fn binary_work(&self, binary: &BinaryId) -> Option<Duration> {
+        let prefix = History::test_key(binary, "");
+        let medians: Vec<Duration> = self
+            .tests
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .filter_map(|(_, entry)| entry.median())
+            .collect();
+        (!medians.is_empty()).then(|| medians.iter().sum())
+    }
+
     /// Reads the history at `path`: empty when there is none; a file that cannot be used
     /// is set aside (`.bad`) and the warning says so.
     pub fn load(path: &Path) -> (History, Option<String>) {
@@ -318,6 +331,35 @@ mod tests {
         // Long unseen entries are forgotten.
         history.add(&[], &[], 2000 + FORGET_AFTER_DAYS * 86_400 + 1);
         assert!(history.tests.is_empty());
+    }
+
+    #[test]
+    fn a_binarys_work_is_the_sum_of_its_tests_medians_and_no_other_binarys() {
+        let mut history = History::empty();
+        let other = BinaryId {
+            package: "p".into(),
+            target: "t2".into(),
+            kind: "test".into(),
+        };
+        let mut results = vec![
+            result("a", TestStatus::Passed, 100),
+            result("b", TestStatus::Failed, 30),
+        ];
+        results.push(TestResult {
+            binary: other.clone(),
+            ..result("c", TestStatus::Passed, 1000)
+        });
+        history.add(&results, &[], 1000);
+        assert_eq!(
+            history.binary_work(&binary()),
+            Some(Duration::from_millis(130))
+        );
+        assert_eq!(history.binary_work(&other), Some(Duration::from_secs(1)));
+        let unknown = BinaryId {
+            target: "t3".into(),
+            ..binary()
+        };
+        assert_eq!(history.binary_work(&unknown), None);
     }
 
     #[test]

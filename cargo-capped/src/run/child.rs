@@ -46,6 +46,9 @@ pub enum Wake {
     Closed { unit: usize },
     /// It exited (it is a zombie until the loop reaps it).
     Exited { unit: usize },
+    /// A binary's listing ended (not a child's thread: a listing worker's); the listing
+    /// waits in the run's intake ([`super::intake`]).
+    Listed,
 }
 
 /// A running (or exited, not yet finished) test binary.
@@ -289,6 +292,7 @@ mod tests {
                     exited = true;
                 }
                 Wake::Closed { .. } => {}
+                Wake::Listed => panic!("no listing runs here"),
             }
             exited && child.reap_if_exited(Instant::now()) && child.is_done(Instant::now())
         });

@@ -29,6 +29,11 @@ use super::verdicts::{Source, Verdicts};
 use crate::errors::Result;
 use crate::events::{RunEvent, TestStatus};
 
+/// How long a binary waiting for a group keeps its width for the group's holder to exit
+/// once that holder's tests are all done: a process exits in milliseconds; one that hangs
+/// in its exit must not hold back the run.
+const RESERVE_FOR: Duration = Duration::from_secs(1);
+
 impl Runner<'_> {
     /// The width the running binaries use or may soon use.
     fn estimated_usage(&self) -> u32 {
@@ -104,6 +109,23 @@ impl Runner<'_> {
         true
     }
 
+    /// Whether a binary of this run that holds a group unit `index` waits for has had
+    /// every verdict (it is only exiting) for less than [`RESERVE_FOR`]: the unit, ahead of
+    /// what follows in the order, keeps its width for the moment the group frees.
+    fn group_frees_soon(&self, index: usize) -> bool {
+        let claims = &self.units[index].claimed;
+        !claims.is_empty()
+            && self.units.iter().any(|unit| {
+                unit.running().is_some_and(|running| {
+                    unit.claimed.iter().any(|group| claims.contains(group))
+                        && running
+                            .verdicts
+                            .all_decided_at()
+                            .is_some_and(|at| at.elapsed() < RESERVE_FOR)
+                })
+            })
+    }
+
     pub(super) fn start_ready(&mut self) -> Result<()> {
         let width = self.width;
         let mut used = self.estimated_usage();
@@ -159,6 +181,11 @@ impl Runner<'_> {
                     && unit.is_pending()
                 {
                     unit.first_blocked.get_or_insert_with(Instant::now);
+                    // Its group is about to free: what would fill its width now would hold
+                    // it back for as long as that runs.
+                    if self.group_frees_soon(index) {
+                        used += if harness { 1 } else { idle };
+                    }
                 }
                 continue;
             };

@@ -44,28 +44,9 @@ pub struct ListArgs<'a> {
 pub fn list_all(binaries: &[TestBinary], args: ListArgs<'_>) -> Vec<Result<Listing, String>> {
     let results: Vec<Mutex<Option<Result<Listing, String>>>> =
         binaries.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8)
-        .min(binaries.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(binary) = binaries.get(index) else {
-                        break;
-                    };
-                    let listing = if signals::INTERRUPTED.load(Ordering::SeqCst) {
-                        Err("the run was interrupted".to_string())
-                    } else {
-                        list_binary(binary, args)
-                    };
-                    *results[index].lock().unwrap_or_else(|p| p.into_inner()) = Some(listing);
-                }
-            });
-        }
+    let order: Vec<usize> = (0..binaries.len()).collect();
+    list_each(binaries, &order, args, &|index, listing| {
+        *results[index].lock().unwrap_or_else(|p| p.into_inner()) = Some(listing);
     });
     results
         .into_iter()
@@ -75,6 +56,40 @@ pub fn list_all(binaries: &[TestBinary], args: ListArgs<'_>) -> Vec<Result<Listi
                 .unwrap_or_else(|| Err("not listed".to_string()))
         })
         .collect()
+}
+
+/// Lists the binaries at the indices of `order`, in that order, on a few threads, and
+/// hands each listing (or why it failed) to `done` with its binary's index as soon as it
+/// is known; returns once every one was handed over. Listings that have not started when
+/// the run is interrupted fail without running.
+pub fn list_each(
+    binaries: &[TestBinary],
+    order: &[usize],
+    args: ListArgs<'_>,
+    done: &(dyn Fn(usize, Result<Listing, String>) + Sync),
+) {
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
+        .min(order.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Some(&index) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let Some(binary) = binaries.get(index) else {
+                        continue;
+                    };
+                    let listing = if signals::INTERRUPTED.load(Ordering::SeqCst) {
+                        Err("the run was interrupted".to_string())
+                    } else {
+                        list_binary(binary, args)
+                    };
+                    done(index, listing);
+                }
+            });
+        }
+    });
 }
 
 /// Lists one binary.

@@ -5,12 +5,15 @@
 //!
 //! ## The parts
 //!
-//! [`run`] below is the outline: list every binary (in parallel), make the run's units, order
-//! them, then hand them to the loop and report what it measured.
+//! [`run`] below is the outline: list every binary (in parallel, on threads of their own),
+//! while the loop makes the run's units as listings arrive (`intake`: with a known order,
+//! the first binaries start before the last are listed), orders them, runs them and
+//! reports what it measured.
 //!
 //! | module | owns |
 //! | --- | --- |
 //! | [`list`] | listing each binary (`--list`, and `--ignored` for plain libtest) |
+//! | `intake` | listings as they arrive → units; early starts while others are still listed; the run's opening events |
 //! | `work` | listings → units of work (one per binary, or per `--partition` chunk) |
 //! | `binary` | a unit's state: pending, running (process, guard, parser, events tail), done |
 //! | `runner` | the loop: wait for a wake-up or the next look, look at every running binary |
@@ -68,6 +71,7 @@ mod events_tail;
 mod file_tail;
 mod hooks;
 pub mod host_safety;
+mod intake;
 mod launch;
 pub mod list;
 mod outcome;
@@ -80,16 +84,16 @@ mod verdicts;
 mod work;
 
 use std::sync::mpsc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 pub use hooks::{MemoryEnd, RunHooks, WidthDecision};
 
 use crate::adapt::emfile_policy::EmfileAdapter;
 use crate::build::BuildOutput;
 use crate::errors::Result;
-use crate::events::{BinaryId, RunEvent, RunSummary};
+use crate::events::{RunEvent, RunSummary};
 use crate::plan::Plan;
-use binary_schedule::{OrderKey, OrderMode};
+use binary_schedule::OrderMode;
 use run_dir::RunDir;
 use runner::Runner;
 use summary::Measurements;
@@ -111,16 +115,6 @@ pub fn run(
     let starting_notices = hooks.starting(plan.caps.test_threads());
     let run_dir = RunDir::create(&plan.workspace.target_dir)?;
     let (env, caps) = plan.env_for_run(Some((run_dir.id(), run_dir.path())));
-    let listings = list::list_all(
-        &binaries,
-        list::ListArgs {
-            target_dir: &plan.workspace.target_dir,
-            env: &env,
-            filter: plan.filter.as_deref(),
-            test_args: &plan.test_args,
-            probe_dir: Some(run_dir.path()),
-        },
-    );
     // What earlier runs measured, for the order (never in deterministic runs, whose order
     // is fixed) and for flagging tests much slower than usual.
     let history_path = crate::history::path_in(&plan.workspace.target_dir);
@@ -130,8 +124,6 @@ pub fn run(
     } else {
         (None, None)
     };
-    let (units, partitioned, skipped) =
-        work::units_of(plan, binaries, listings, &run_dir, history.as_ref());
     let mode = if plan.caps.shuffle() {
         OrderMode::Shuffled(plan.caps.seed())
     } else if plan.caps.deterministic() {
@@ -139,75 +131,55 @@ pub fn run(
     } else {
         OrderMode::Heuristic
     };
-    let keys: Vec<OrderKey<'_>> = units
-        .iter()
-        .map(|u| OrderKey {
-            id: &u.binary.id,
-            claimed: !u.claimed.is_empty(),
-            runnable: u.runnable,
-            expected: history
-                .as_ref()
-                .filter(|_| !plan.caps.deterministic())
-                .and_then(|h| {
-                    let medians: Vec<std::time::Duration> = u
-                        .listing
-                        .tests
-                        .iter()
-                        .filter_map(|t| h.test(&u.binary.id, &t.name)?.median())
-                        .collect();
-                    (!medians.is_empty()).then(|| medians.iter().sum())
-                }),
-        })
-        .collect();
-    let order = binary_schedule::order(&keys, mode);
-    let learned: std::collections::BTreeMap<String, std::time::Duration> = history
-        .as_ref()
-        .map(|h| {
-            units
-                .iter()
-                .flat_map(|u| {
-                    u.listing.tests.iter().filter_map(move |t| {
-                        let median = h.test(&u.binary.id, &t.name)?.median()?;
-                        Some((format!("{} {}", u.binary.id, t.name), median))
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let total_tests = units.iter().map(|u| u.listing.tests.len()).sum::<usize>() + skipped.len();
-    let binary_tests = {
-        let mut per: std::collections::BTreeMap<&BinaryId, usize> = Default::default();
-        for unit in &units {
-            *per.entry(&unit.binary.id).or_default() += unit.listing.tests.len();
-        }
-        for result in &skipped {
-            *per.entry(&result.binary).or_default() += 1;
-        }
-        per.into_iter()
-            .map(|(id, n)| (id.clone(), n))
-            .collect::<Vec<_>>()
-    };
-    let binaries_count = {
-        let mut ids: Vec<&BinaryId> = units.iter().map(|u| &u.binary.id).collect();
-        ids.dedup();
-        ids.len()
-    };
     // Bounded: a child that writes faster than the loop reads waits in its pipe instead of
     // growing the runner's memory.
     let (sender, receiver) = mpsc::sync_channel(runner::WAKE_QUEUE);
     let start_width = hooks.width(plan.caps.test_threads());
     let width = start_width.width.clamp(1, plan.caps.test_threads().max(1));
+    let feed = intake::ListingFeed::new(sender.clone());
+    // Live output would have to be held until every listing is in; a partition may
+    // depend on every test.
+    let may_start_early = plan.partition.is_none()
+        && !capped_model::libtest_args::has(
+            &plan.test_args,
+            &capped_model::libtest_args::NOCAPTURE,
+        );
+    let intake = intake::Intake::new(
+        &feed,
+        binaries.clone(),
+        |binary| !plan.groups_claiming(&binary.id.target).is_empty(),
+        history.as_ref(),
+        mode,
+        may_start_early,
+        intake::Opening {
+            start_width,
+            width,
+            notices: starting_notices.into_iter().chain(build_notices).collect(),
+            history_warning,
+        },
+    );
+    let listing_order = intake.listing_order().to_vec();
+    let probe_dir = run_dir.path().to_path_buf();
+    let list_args = list::ListArgs {
+        target_dir: &plan.workspace.target_dir,
+        env: &env,
+        filter: plan.filter.as_deref(),
+        test_args: &plan.test_args,
+        probe_dir: Some(&probe_dir),
+    };
     let mut runner = Runner {
         plan,
         caps,
-        env,
+        env: env.clone(),
         run_dir,
-        units,
-        order,
+        units: Vec::new(),
+        order: Vec::new(),
         sender,
         receiver,
         hooks,
         sink,
+        held: Some(intake::Held::default()),
+        intake: Some(intake),
         results: Vec::new(),
         measurements: Measurements::default(),
         failed: false,
@@ -223,7 +195,7 @@ pub fn run(
         peaks: Vec::new(),
         attempts: std::collections::HashMap::new(),
         binary_runs: Vec::new(),
-        learned_times: learned.clone(),
+        learned_times: Default::default(),
         learned_peaks: history
             .as_ref()
             .map(|h| {
@@ -235,60 +207,24 @@ pub fn run(
             .unwrap_or_default(),
         memory_noticed: std::collections::HashSet::new(),
     };
-    runner.emit(RunEvent::RunStarted {
-        profile: plan.profile.clone(),
-        width,
-        requested_width: plan.caps.test_threads(),
-        explicit_width: plan.options.test_threads.is_some(),
-        degraded_because: start_width
-            .why
-            .clone()
-            .filter(|_| width < plan.caps.test_threads()),
-        rayon_threads: plan.caps.rayon_threads(),
-        seed: plan.caps.seed(),
-        deterministic: plan.caps.deterministic(),
-        shuffle: plan.caps.shuffle(),
-        binaries: binaries_count,
-        tests: total_tests,
-        binary_tests,
-        learned: learned.clone(),
-        at: SystemTime::now(),
-        reproduce: runner.reproduce.clone(),
-    });
-    for message in starting_notices.into_iter().chain(build_notices) {
-        runner.emit(RunEvent::Notice { message });
-    }
-    while let Some(message) = runner.hooks.notice() {
-        runner.emit(RunEvent::Notice { message });
-    }
-    // A lowered start width is on the header line (`degraded_because`), not a notice.
-    if width == plan.caps.test_threads()
-        && let Some(message) = start_width.notice
-    {
-        runner.emit(RunEvent::Notice { message });
-    }
-    if let Some(partition) = &plan.partition {
-        runner.emit(RunEvent::Notice {
-            message: format!(
-                "partition {partition}: running {} of {} tests; the other {} belong to other partitions and are not counted",
-                partitioned.kept,
-                partitioned.kept + partitioned.left,
-                partitioned.left
-            ),
-        });
-    }
-    // Only now: the build's and the listings' processes are done, so what is re-parented
-    // to the runner from here on comes from a test ([`crate::process::orphans`]). Without
-    // it (not Linux, or refused), orphans of tests go to init as before.
+    // Only now: the build's processes are done, so what is re-parented to the runner from
+    // here on comes from a test or a listing ([`crate::process::orphans`]; listings are
+    // spawned children, never taken for orphans). Without it (not Linux, or refused),
+    // orphans of tests go to init as before.
     let _ = crate::process::orphans::become_subreaper();
-    for result in skipped {
-        runner.finish_test(result);
-    }
-    runner.report_list_errors();
-    if let Some(message) = history_warning {
-        runner.emit(RunEvent::Notice { message });
-    }
-    let looped = runner.run_loop();
+    // The listings run on their own threads while the loop starts what it may (see
+    // [`intake`]); the loop ends only once every listing is in.
+    let looped = std::thread::scope(|scope| {
+        let feed = &feed;
+        let binaries = &binaries;
+        let listing_order = &listing_order;
+        scope.spawn(move || {
+            list::list_each(binaries, listing_order, list_args, &|index, listing| {
+                feed.put(index, listing)
+            })
+        });
+        runner.run_loop()
+    });
     // What the tests left behind and no unit's end took: gone before the summary.
     crate::process::orphans::sweep_all();
     looped?;

@@ -104,11 +104,18 @@ pub(super) struct Runner<'a> {
     pub(super) attempts: HashMap<(String, String), Vec<FailedAttempt>>,
     /// Peak RSS per binary (the highest of its processes), in the order they first finished.
     pub(super) peaks: Vec<(String, u64)>,
+    /// Binaries still being listed; `None` once every listing is in and the run opened.
+    pub(super) intake: Option<super::intake::Intake<'a>>,
+    /// What the run reported before its opening event, sent right after it.
+    pub(super) held: Option<super::intake::Held>,
 }
 
 impl Runner<'_> {
     pub(super) fn emit(&mut self, event: RunEvent) {
-        (self.sink)(&event);
+        match &mut self.held {
+            Some(held) => held.push(event),
+            None => (self.sink)(&event),
+        }
     }
 
     pub(super) fn finish_test(&mut self, result: TestResult) {
@@ -197,9 +204,10 @@ impl Runner<'_> {
         true
     }
 
-    /// Binaries that could not even list their tests fail the run, with the reason.
-    pub(super) fn report_list_errors(&mut self) {
-        for index in 0..self.units.len() {
+    /// Binaries (of the units from `first` on) that could not even list their tests fail
+    /// the run, with the reason.
+    pub(super) fn report_list_errors(&mut self, first: usize) {
+        for index in first..self.units.len() {
             let Some(error) = self.units[index].list_error.clone() else {
                 continue;
             };
@@ -266,6 +274,7 @@ impl Runner<'_> {
         self.loop_started = Instant::now();
         loop {
             self.handle_signals();
+            self.take_listings();
             if !self.stopping() {
                 if self.width_check_due && self.pending().next().is_some() {
                     self.decide_width();
@@ -276,7 +285,10 @@ impl Runner<'_> {
                 self.start_ready()?;
             }
             let running = self.running();
-            if running.is_empty() && (self.stopping() || self.pending().next().is_none()) {
+            if running.is_empty()
+                && !self.listing()
+                && (self.stopping() || self.pending().next().is_none())
+            {
                 break;
             }
             self.wait();
@@ -368,6 +380,8 @@ impl Runner<'_> {
             // Its last events now; the look at every running binary right after the wait
             // reaps it.
             Wake::Exited { unit } => self.read_events(unit),
+            // Taken after the wait, with every other listing that arrived.
+            Wake::Listed => {}
         }
     }
 

@@ -63,6 +63,8 @@ struct Evidence {
     started: bool,
     /// Its `end` event: outcome, body duration, message.
     end: Option<(Outcome, Duration, Option<String>)>,
+    /// Its verdict is known (counted in [`Verdicts::undecided`]).
+    decided: bool,
 }
 
 /// A final verdict: status, duration, and a note for the output.
@@ -113,6 +115,10 @@ pub struct Verdicts {
     /// A failure was announced for these.
     failing: HashSet<String>,
     dropped_deprecation: bool,
+    /// Tests that will run and have no verdict yet.
+    undecided: usize,
+    /// When the last test that runs got its verdict.
+    all_decided_at: Option<Instant>,
     /// Under `--nocapture`: stdout's and stderr's lines, to show as they come.
     live: Option<[LineSplitter; 2]>,
     /// `--show-output`: passing tests' results wait for their output at the end.
@@ -145,6 +151,12 @@ impl Verdicts {
             })
             .collect();
         let threads = threads.max(1);
+        let runs_ignored = super::binary_schedule::runs_ignored(test_args);
+        let undecided = listing
+            .tests
+            .iter()
+            .filter(|t| runs_ignored || !t.ignored)
+            .count();
         Verdicts {
             parser: match source {
                 Source::Output => OutputParser::new(binary.clone(), &listing.tests, threads),
@@ -159,7 +171,9 @@ impl Verdicts {
             ordered: !test_args
                 .iter()
                 .any(|a| a == "--shuffle" || a.starts_with("--shuffle-seed")),
-            runs_ignored: super::binary_schedule::runs_ignored(test_args),
+            runs_ignored,
+            undecided,
+            all_decided_at: None,
             names,
             index,
             tests,
@@ -362,6 +376,13 @@ impl Verdicts {
         out
     }
 
+    /// When the last of the tests this process runs got its verdict from the evidence
+    /// (`None` while some have none, and always without evidence): from then on the
+    /// process is only exiting.
+    pub fn all_decided_at(&self) -> Option<Instant> {
+        self.all_decided_at
+    }
+
     /// The `#[capped]` test whose own timeout passed while its binary runs on: its thread
     /// is abandoned with its slots held, so the runner ends the process and runs the rest
     /// again.
@@ -476,10 +497,18 @@ impl Verdicts {
     }
 
     /// Evidence for test `i` arrived: announce a failure, send a held result.
-    fn evidence_arrived(&mut self, i: usize, _at: Instant, out: &mut Vec<OutputEvent>) {
+    fn evidence_arrived(&mut self, i: usize, at: Instant, out: &mut Vec<OutputEvent>) {
         let Some(verdict) = self.verdict(i, false) else {
             return;
         };
+        let test = &mut self.tests[i];
+        if !test.decided && (self.runs_ignored || !test.listed_ignored) {
+            test.decided = true;
+            self.undecided = self.undecided.saturating_sub(1);
+            if self.undecided == 0 {
+                self.all_decided_at = Some(at);
+            }
+        }
         self.running.remove(&i);
         let name = self.names[i].clone();
         if verdict.status.is_failure() && self.failing.insert(name.clone()) {

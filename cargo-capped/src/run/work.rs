@@ -29,138 +29,145 @@ pub(super) struct PartitionCount {
     pub(super) left: usize,
 }
 
-/// The units of `binaries`, in their order, given each one's listing (or why it failed).
-/// Unit `i`'s events file is `run_dir`'s file `i`.
-pub(super) fn units_of(
+/// The selector of `plan`'s partition, which may depend on every test of the run (slices
+/// and time shards): made once every binary is listed. Doc tests, which go to a partition
+/// whole by their package's hash, are left out of the deal.
+pub(super) fn selector<'b>(
     plan: &Plan,
-    binaries: Vec<TestBinary>,
-    listings: Vec<Result<Listing, String>>,
-    run_dir: &RunDir,
+    listed: impl Iterator<Item = (&'b TestBinary, &'b Result<Listing, String>)>,
     history: Option<&History>,
-) -> (Vec<Unit>, PartitionCount, Vec<TestResult>) {
-    let mut units: Vec<Unit> = Vec::new();
-    let mut partitioned = PartitionCount::default();
-    let mut skipped = Vec::new();
-    // Slices and time shards depend on every test of the run; doc tests, which go to a
-    // partition whole by their package's hash, are left out of the deal.
-    let selector = plan.partition.map(|partition| {
-        partition.selector(
-            binaries
+) -> Option<Selector> {
+    let partition = plan.partition?;
+    let tests: Vec<(&BinaryId, &str, Option<std::time::Duration>)> = listed
+        .filter(|(binary, _)| !binary.is_doc())
+        .flat_map(|(binary, listing)| {
+            let tests = listing.as_ref().map(|l| l.tests.as_slice()).unwrap_or(&[]);
+            tests
                 .iter()
-                .zip(&listings)
-                .filter(|(binary, _)| !binary.is_doc())
-                .flat_map(|(binary, listing)| {
-                    let tests = listing.as_ref().map(|l| l.tests.as_slice()).unwrap_or(&[]);
-                    tests.iter().map(|test| {
-                        let known = history
-                            .and_then(|h| h.test(&binary.id, &test.name))
-                            .and_then(|entry| entry.median());
-                        (&binary.id, test.name.as_str(), known)
-                    })
-                }),
-        )
-    });
-    for (binary, listing) in binaries.into_iter().zip(listings) {
-        // A library without doc tests is no unit of the run (as under `cargo test`, where
-        // it prints an empty "Doc-tests" section).
-        if binary.is_doc() && listing.as_ref().is_ok_and(|l| l.tests.is_empty()) {
-            continue;
-        }
-        let claimed = plan.groups_claiming(&binary.id.target);
-        let (mut listing, list_error) = match listing {
-            Ok(listing) => (listing, None),
-            Err(e) => (Listing::default(), Some(e)),
+                .map(move |test| (&binary.id, test.name.as_str()))
+        })
+        .map(|(id, name)| {
+            let known = history
+                .and_then(|h| h.test(id, name))
+                .and_then(|entry| entry.median());
+            (id, name, known)
+        })
+        .collect();
+    Some(partition.selector(tests))
+}
+
+/// What one binary's listing adds to the run: its units (appended to `units`; unit `i`'s
+/// events file is `run_dir`'s file `i`); returns the results of tests skipped before they
+/// run (a device-backed group without devices). Partitioned runs need the run's
+/// `selector`.
+pub(super) fn add_units(
+    plan: &Plan,
+    binary: TestBinary,
+    listing: Result<Listing, String>,
+    selector: Option<&Selector>,
+    run_dir: &RunDir,
+    units: &mut Vec<Unit>,
+    partitioned: &mut PartitionCount,
+) -> Vec<TestResult> {
+    let mut skipped = Vec::new();
+    // A library without doc tests is no unit of the run (as under `cargo test`, where it
+    // prints an empty "Doc-tests" section).
+    if binary.is_doc() && listing.as_ref().is_ok_and(|l| l.tests.is_empty()) {
+        return skipped;
+    }
+    let claimed = plan.groups_claiming(&binary.id.target);
+    let (mut listing, list_error) = match listing {
+        Ok(listing) => (listing, None),
+        Err(e) => (Listing::default(), Some(e)),
+    };
+    // Tests of a device-backed group without devices are skipped, with the reason, where
+    // the group is known before they run.
+    listing.tests.retain(|test| {
+        let Some(why) = no_devices(plan, &test.groups, &claimed) else {
+            return true;
         };
-        // Tests of a device-backed group without devices are skipped, with the reason,
-        // where the group is known before they run.
-        let skipped_before = skipped.len();
-        listing.tests.retain(|test| {
-            let Some(why) = no_devices(plan, &test.groups, &claimed) else {
-                return true;
-            };
-            skipped.push(TestResult {
-                binary: binary.id.clone(),
-                name: test.name.clone(),
-                status: TestStatus::Ignored,
-                duration: None,
-                output: why,
-            });
-            false
+        skipped.push(TestResult {
+            binary: binary.id.clone(),
+            name: test.name.clone(),
+            status: TestStatus::Ignored,
+            duration: None,
+            output: why,
         });
-        if list_error.is_none() && listing.tests.is_empty() && skipped.len() > skipped_before {
-            continue;
+        false
+    });
+    if list_error.is_none() && listing.tests.is_empty() && !skipped.is_empty() {
+        return skipped;
+    }
+    let selections = match (&plan.partition, selector, &list_error) {
+        // Doc tests cannot be selected by name: a package's go to one partition whole.
+        (Some(partition), _, None) if binary.is_doc() => {
+            let tests = listing.tests.len();
+            if Partition::of(&binary.id, "", partition.count) != partition.index {
+                partitioned.left += tests;
+                return skipped;
+            }
+            partitioned.kept += tests;
+            vec![(listing, None)]
         }
-        let selections = match (&plan.partition, &selector, &list_error) {
-            // Doc tests cannot be selected by name: a package's go to one partition whole.
-            (Some(partition), _, None) if binary.is_doc() => {
-                let tests = listing.tests.len();
-                if Partition::of(&binary.id, "", partition.count) != partition.index {
-                    partitioned.left += tests;
-                    continue;
-                }
-                partitioned.kept += tests;
-                vec![(listing, None)]
+        (_, Some(selector), None) => {
+            let (kept, left) = partition_listing(&listing, &binary.id, selector);
+            partitioned.kept += kept.tests.len();
+            partitioned.left += left;
+            if kept.tests.is_empty() {
+                return skipped;
             }
-            (_, Some(selector), None) => {
-                let (kept, left) = partition_listing(&listing, &binary.id, selector);
-                partitioned.kept += kept.tests.len();
-                partitioned.left += left;
-                if kept.tests.is_empty() {
-                    continue;
-                }
-                if left == 0 {
-                    vec![(kept, None)]
-                } else {
-                    let names = kept.tests.iter().map(|t| t.name.clone()).collect();
-                    binary_schedule::chunk_names(names, binary_schedule::SELECTION_CHUNK_BYTES)
-                        .into_iter()
-                        .map(|chunk| (subset(&kept, &chunk), Some(chunk)))
-                        .collect()
-                }
-            }
-            // Some of its tests are skipped: the others run by name, or the binary would
-            // run the skipped ones too.
-            _ if skipped.len() > skipped_before => {
-                let names = listing.tests.iter().map(|t| t.name.clone()).collect();
+            if left == 0 {
+                vec![(kept, None)]
+            } else {
+                let names = kept.tests.iter().map(|t| t.name.clone()).collect();
                 binary_schedule::chunk_names(names, binary_schedule::SELECTION_CHUNK_BYTES)
                     .into_iter()
-                    .map(|chunk| (subset(&listing, &chunk), Some(chunk)))
+                    .map(|chunk| (subset(&kept, &chunk), Some(chunk)))
                     .collect()
             }
-            _ => vec![(listing, None)],
-        };
-        let selections = if list_error.is_none() && !binary.is_doc() {
-            selections
+        }
+        // Some of its tests are skipped: the others run by name, or the binary would run
+        // the skipped ones too.
+        _ if !skipped.is_empty() => {
+            let names = listing.tests.iter().map(|t| t.name.clone()).collect();
+            binary_schedule::chunk_names(names, binary_schedule::SELECTION_CHUNK_BYTES)
                 .into_iter()
-                .flat_map(|(listing, selection)| isolate(plan, &claimed, listing, selection))
+                .map(|chunk| (subset(&listing, &chunk), Some(chunk)))
                 .collect()
-        } else {
-            selections
-        };
-        for (listing, selection) in selections {
-            let index = units.len();
-            // A test pinned to a device runs in a process the runner starts holding its
-            // group's slot, so the runner can hand it that slot's device.
-            let mut claims = claimed.clone();
-            if let [test] = listing.tests.as_slice() {
-                for group in &test.groups {
-                    if plan.pins(group) && !claims.contains(group) {
-                        claims.push(group.clone());
-                    }
+        }
+        _ => vec![(listing, None)],
+    };
+    let selections = if list_error.is_none() && !binary.is_doc() {
+        selections
+            .into_iter()
+            .flat_map(|(listing, selection)| isolate(plan, &claimed, listing, selection))
+            .collect()
+    } else {
+        selections
+    };
+    for (listing, selection) in selections {
+        let index = units.len();
+        // A test pinned to a device runs in a process the runner starts holding its
+        // group's slot, so the runner can hand it that slot's device.
+        let mut claims = claimed.clone();
+        if let [test] = listing.tests.as_slice() {
+            for group in &test.groups {
+                if plan.pins(group) && !claims.contains(group) {
+                    claims.push(group.clone());
                 }
             }
-            units.push(Unit::new(
-                binary.clone(),
-                listing,
-                list_error.clone(),
-                claims,
-                run_dir.events_file(index, &binary.id.target),
-                selection,
-                &plan.test_args,
-            ));
         }
+        units.push(Unit::new(
+            binary.clone(),
+            listing,
+            list_error.clone(),
+            claims,
+            run_dir.events_file(index, &binary.id.target),
+            selection,
+            &plan.test_args,
+        ));
     }
-    (units, partitioned, skipped)
+    skipped
 }
 
 /// Why a test of `groups` in a binary claimed by `claimed` cannot run: one of them is a
