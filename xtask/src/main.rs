@@ -10,11 +10,13 @@
 //!   `{"bench": name, "value": v, "unit": u, "target": t?}`; this collects them into one
 //!   table, so ratios come from one run on one machine. `cargo xtask bench NAME` runs only
 //!   the benches whose name contains NAME (`cargo xtask bench output`: the runner's output
-//!   handling; `cargo xtask bench isolation`: the cost of a process per test).
+//!   handling; `cargo xtask bench isolation`: the cost of a process per test; `cargo xtask
+//!   bench shards`: how evenly `--partition time:K/N` deals a suite, against `hash:K/N`).
 
 mod isolation_suite;
 mod mixed_suite;
 mod output_suite;
+mod shard_suite;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -226,6 +228,10 @@ const BENCHES: &[Bench] = &[
         kind: Kind::Here(runner_isolation),
     },
     Bench {
+        name: "runner time shards",
+        kind: Kind::Here(runner_time_shards),
+    },
+    Bench {
         name: "watchdog",
         kind: Kind::Cargo(&[
             "bench",
@@ -293,6 +299,11 @@ fn runner_isolation(root: &Path) -> Result<Vec<serde_json::Value>, String> {
     isolation_suite::run(root, &release_runner(root)?)
 }
 
+/// Runs the time-shard benchmark with the release runner.
+fn runner_time_shards(root: &Path) -> Result<Vec<serde_json::Value>, String> {
+    shard_suite::run(root, &release_runner(root)?)
+}
+
 fn bench(filter: Option<&str>) -> ExitCode {
     let mut rows: Vec<serde_json::Value> = Vec::new();
     let mut failed = false;
@@ -331,8 +342,14 @@ fn bench(filter: Option<&str>) -> ExitCode {
             }
         }
     }
+    // As wide as the longest name, so the columns line up.
+    let width = rows
+        .iter()
+        .filter_map(|row| row["bench"].as_str())
+        .map(|name| name.chars().count())
+        .fold(58, usize::max);
     println!(
-        "{:<58} {:>12} {:<6} {:>10}  verdict",
+        "{:<width$} {:>12} {:<6} {:>10}  verdict",
         "benchmark", "value", "unit", "target"
     );
     for row in &rows {
@@ -347,7 +364,7 @@ fn bench(filter: Option<&str>) -> ExitCode {
                 .unwrap_or(""),
         };
         println!(
-            "{:<58} {:>12.3} {:<6} {:>10}  {verdict}",
+            "{:<width$} {:>12.3} {:<6} {:>10}  {verdict}",
             row["bench"].as_str().unwrap_or("?"),
             value,
             row["unit"].as_str().unwrap_or(""),

@@ -13,6 +13,18 @@
 //!   tests (20 ms). Run one binary at a time, a one-test binary leaves a slot idle; filling
 //!   idle slots across binaries decides.
 //!
+//! Every contender runs twice untimed before its [`RUNS`] timed runs (the median is
+//! reported), so caches are warm and the timed runs are steady state. A `cargo capped`
+//! contender also learns its test history in those two warm-ups: each has a history file of
+//! its own (`CAPPED_HISTORY=<bench target>/histories/<shape>-<contender>.json`), deleted
+//! before the warm-ups, so every bench run measures the same thing, "after two warm-up runs
+//! with a learned history", whatever ran before (the timed runs go on writing it, as every
+//! run does). Its ratio to the lower bound has the target 1.05. A second, informative ratio
+//! leaves out cargo's own no-op build check (`cargo test --no-run` with the contender's
+//! features and targets, timed alone with the build fresh), a cost inside the makespan that
+//! no scheduling wins back. Every contender pays that check, so only the whole-command
+//! ratios compare contenders.
+//!
 //! Tests sleep instead of burning CPU so the bound is exact and the comparison measures
 //! scheduling and overhead, not the noise of a shared 2-core machine.
 
@@ -21,7 +33,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WIDTH: u64 = 2;
+/// Timed runs per contender; the median is reported.
 const RUNS: usize = 3;
+/// Untimed runs per contender before the timed ones: they warm caches and, for
+/// `cargo capped`, write the history the timed runs use.
+const WARM_UPS: usize = 2;
+/// The target for a `cargo capped` makespan over the lower bound, after the warm-ups.
+const CAPPED_TARGET: f64 = 1.05;
 
 /// One test binary of a generated suite.
 struct BinarySpec {
@@ -266,12 +284,28 @@ pub(crate) fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// One way to run a shape's suite.
 struct Contender {
     name: &'static str,
+    /// The `cargo test --no-run …` that builds what the run needs.
     build: Vec<String>,
     run: Vec<String>,
+    /// Set for a `cargo capped` contender.
+    capped: Option<Capped>,
 }
 
+/// What a `cargo capped` contender has beyond a command.
+struct Capped {
+    /// Names its history file, `<shape>-<slug>.json`.
+    slug: &'static str,
+    /// The no-op build check cargo does inside the run: `cargo test --no-run` with the
+    /// contender's features and targets.
+    build_check: Vec<String>,
+}
+
+/// `program ARGS` run in `dir` with `target` as its target dir, stdout thrown away and
+/// stderr kept for a failure's message. The caller's `CAPPED*` and thread-count variables
+/// are removed, so a bench measures the defaults, and locks live in the bench's target dir.
 pub(crate) fn cargo_command(program: &Path, dir: &Path, target: &Path, args: &[String]) -> Command {
     let mut command = Command::new(program);
     command
@@ -289,9 +323,33 @@ pub(crate) fn cargo_command(program: &Path, dir: &Path, target: &Path, args: &[S
     command
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
+/// The middle sample (the upper middle one of an even count); `samples` is not empty.
+pub(crate) fn median<T: PartialOrd + Copy>(mut samples: Vec<T>) -> T {
+    samples.sort_by(|a, b| a.partial_cmp(b).expect("samples are comparable"));
     samples[samples.len() / 2]
+}
+
+/// Runs the command `make` returns `runs` times (it must succeed each time); returns the
+/// wall time of each run.
+pub(crate) fn timed_runs(
+    mut make: impl FnMut() -> Command,
+    runs: usize,
+) -> Result<Vec<Duration>, String> {
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let output = make().output().map_err(|e| format!("cannot be run: {e}"))?;
+        let took = started.elapsed();
+        if !output.status.success() {
+            return Err(format!(
+                "failed ({}):\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        samples.push(took);
+    }
+    Ok(samples)
 }
 
 /// Runs a command `runs` times (it must succeed each time) and returns the median wall
@@ -303,34 +361,36 @@ pub(crate) fn median_run(
     args: &[String],
     runs: usize,
 ) -> Result<Duration, String> {
-    let mut samples = Vec::new();
-    for _ in 0..runs {
-        let started = Instant::now();
-        let output = cargo_command(program, dir, target, args)
-            .output()
-            .map_err(|e| format!("cannot be run: {e}"))?;
-        let took = started.elapsed();
-        if !output.status.success() {
-            return Err(format!(
-                "failed ({}):\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ));
+    timed_runs(|| cargo_command(program, dir, target, args), runs).map(median)
+}
+
+/// Deletes `path` if it exists.
+pub(crate) fn remove_if_present(path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot delete {}: {e}", path.display()))
         }
-        samples.push(took);
+        _ => Ok(()),
     }
-    Ok(median(samples))
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// A result row; the table judges `value` against `target` when there is one.
 pub(crate) fn row(bench: String, value: f64, unit: &str, target: Option<f64>) -> serde_json::Value {
     let mut row = serde_json::json!({ "bench": bench, "value": value, "unit": unit });
     if let Some(target) = target {
         row["target"] = serde_json::json!(target);
     }
+    row
+}
+
+/// A row without a target whose `note` the table shows in the verdict column.
+pub(crate) fn noted(bench: String, value: f64, unit: &str, note: &str) -> serde_json::Value {
+    let mut row = row(bench, value, unit, None);
+    row["note"] = note.into();
     row
 }
 
@@ -395,6 +455,7 @@ pub fn run(repo: &Path, capped_bin: &Path) -> Result<Vec<serde_json::Value>, Str
     Ok(rows)
 }
 
+/// Times every contender on one generated shape; returns the shape's rows.
 fn run_shape(
     shape: &Shape,
     dir: &Path,
@@ -422,6 +483,14 @@ fn run_shape(
                 &harness,
                 &[],
             ),
+            capped: Some(Capped {
+                slug: "capped-harness",
+                build_check: with(
+                    &["test", "--no-run", "--features", "harness"],
+                    &harness,
+                    &[],
+                ),
+            }),
         },
         Contender {
             name: "cargo capped t2 (#[capped] under libtest)",
@@ -431,6 +500,10 @@ fn run_shape(
                 &plain,
                 &[],
             ),
+            capped: Some(Capped {
+                slug: "capped-libtest",
+                build_check: with(&["test", "--no-run", "--features", "capped"], &plain, &[]),
+            }),
         },
         Contender {
             name: "cargo test --test-threads 2 + serial_test",
@@ -440,6 +513,7 @@ fn run_shape(
                 &plain,
                 &["--", "--test-threads", "2"],
             ),
+            capped: None,
         },
     ];
     if nextest {
@@ -447,6 +521,7 @@ fn run_shape(
             name: "cargo nextest run -j 2 + test groups",
             build: strings(&["test", "--no-run"]),
             run: with(&["cargo", "nextest", "run", "-j", "2"], &plain, &[]),
+            capped: None,
         });
     }
     let bound = shape.lower_bound();
@@ -459,6 +534,9 @@ fn run_shape(
         "s",
         None,
     )];
+    let histories = target.join("histories");
+    std::fs::create_dir_all(&histories)
+        .map_err(|e| format!("cannot create {}: {e}", histories.display()))?;
     let mut capped_best: Option<Duration> = None;
     let mut others = Vec::new();
     for contender in &contenders {
@@ -472,32 +550,77 @@ fn run_shape(
                 shape.name, contender.name
             ));
         }
+        let name = format!("{}: {}", shape.name, contender.name);
+        let failed = |e: String| format!("{name} {e}");
         let (program, args) = contender.run.split_first().expect("a command");
         let program = if program == "cargo" {
             cargo.to_path_buf()
         } else {
             PathBuf::from(program)
         };
-        let makespan = median_run(&program, dir, target, args, RUNS)
-            .map_err(|e| format!("{}: {} {e}", shape.name, contender.name))?;
-        let is_capped = contender.name.starts_with("cargo capped");
+        // A fresh history per contender: what the timed runs know is exactly what the two
+        // warm-ups taught them, whatever ran before.
+        let history = match &contender.capped {
+            Some(capped) => {
+                let file = histories.join(format!("{}-{}.json", shape.name, capped.slug));
+                remove_if_present(&file)?;
+                Some(file)
+            }
+            None => None,
+        };
+        let command = || {
+            let mut command = cargo_command(&program, dir, target, args);
+            if let Some(history) = &history {
+                command.env("CAPPED_HISTORY", history);
+            }
+            command
+        };
+        timed_runs(command, WARM_UPS).map_err(|e| failed(format!("(warm-up) {e}")))?;
+        let makespan = median(timed_runs(command, RUNS).map_err(failed)?);
+        let Some(capped) = &contender.capped else {
+            rows.push(row(
+                format!("{name} makespan"),
+                makespan.as_secs_f64(),
+                "s",
+                None,
+            ));
+            rows.push(row(
+                format!("{name} / lower bound"),
+                makespan.as_secs_f64() / bound.as_secs_f64(),
+                "x",
+                None,
+            ));
+            others.push((contender.name, makespan));
+            continue;
+        };
+        let build_check = median_run(cargo, dir, target, &capped.build_check, RUNS)
+            .map_err(|e| failed(format!("(no-op build check) {e}")))?;
+        let warm = format!("after {WARM_UPS} warm-ups (learned history)");
         rows.push(row(
-            format!("{}: {} makespan", shape.name, contender.name),
+            format!("{name} makespan {warm}"),
             makespan.as_secs_f64(),
             "s",
             None,
         ));
         rows.push(row(
-            format!("{}: {} / lower bound", shape.name, contender.name),
+            format!("{name} / lower bound {warm}"),
             makespan.as_secs_f64() / bound.as_secs_f64(),
             "x",
-            is_capped.then_some(1.2),
+            Some(CAPPED_TARGET),
         ));
-        if is_capped {
-            capped_best = Some(capped_best.map_or(makespan, |best| best.min(makespan)));
-        } else {
-            others.push((contender.name, makespan));
-        }
+        rows.push(noted(
+            format!("{name}: cargo's no-op build check"),
+            build_check.as_secs_f64(),
+            "s",
+            "cargo test --no-run alone, build fresh",
+        ));
+        rows.push(noted(
+            format!("{name} (makespan - cargo's no-op build check) / lower bound"),
+            makespan.saturating_sub(build_check).as_secs_f64() / bound.as_secs_f64(),
+            "x",
+            "informative: every contender pays cargo's check",
+        ));
+        capped_best = Some(capped_best.map_or(makespan, |best| best.min(makespan)));
     }
     if let Some(best) = capped_best {
         for (name, makespan) in others {
