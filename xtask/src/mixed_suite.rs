@@ -479,7 +479,14 @@ fn run_shape(
             name: "cargo capped t2 (harness mode)",
             build: strings(&["test", "--no-run", "--features", "harness"]),
             run: with(
-                &[&capped, "capped", "t2", "--features", "harness"],
+                &[
+                    &capped,
+                    "capped",
+                    "t2",
+                    "--no-degrade",
+                    "--features",
+                    "harness",
+                ],
                 &harness,
                 &[],
             ),
@@ -496,7 +503,14 @@ fn run_shape(
             name: "cargo capped t2 (#[capped] under libtest)",
             build: strings(&["test", "--no-run", "--features", "capped"]),
             run: with(
-                &[&capped, "capped", "t2", "--features", "capped"],
+                &[
+                    &capped,
+                    "capped",
+                    "t2",
+                    "--no-degrade",
+                    "--features",
+                    "capped",
+                ],
                 &plain,
                 &[],
             ),
