@@ -270,3 +270,46 @@ fn binaries_start_while_others_are_still_listed() {
         assert_eq!(first["tests"], 2, "{first}");
     }
 }
+
+/// Once the history knows a binary's tests, a test longer than the binary's work per slot
+/// runs as a process of its own, beside the rest: `durations` (50, 600, 300 and 50 ms at
+/// width 2) runs as `b_long`, `c_medium` and the two short tests, where without a history
+/// it is one process.
+#[test]
+fn long_tests_run_as_processes_of_their_own_once_learned() {
+    let scratch = RunScratch::new();
+    let history = scratch.path("history.json");
+    let args = ["t2", "--no-degrade", "--test", "durations"];
+    // How many processes the binary ran, and the most at once.
+    let processes = |output: &Output| -> (usize, usize) {
+        let (mut started, mut running, mut most) = (0, 0usize, 0);
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if event["type"] == "binary-started" {
+                started += 1;
+                running += 1;
+                most = most.max(running);
+            } else if event["type"] == "binary-finished" {
+                running = running.saturating_sub(1);
+            }
+        }
+        (started, most)
+    };
+    let output = run(&scratch, &history, &args);
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    assert_eq!(processes(&output), (1, 1), "{}", describe(&output));
+
+    let output = run(&scratch, &history, &args);
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    let results = test_results(&output);
+    assert_eq!(results.len(), 4, "{results:?}");
+    for test in ["a_short", "b_long", "c_medium", "d_short"] {
+        assert_eq!(status_in(&results, test), "passed", "{test}: {results:?}");
+    }
+    // b_long and c_medium alone, then the short two (together, or split again when they
+    // start one slot wide); two at once.
+    let (started, most) = processes(&output);
+    assert!(started >= 3 && most == 2, "{}", describe(&output));
+}

@@ -106,6 +106,37 @@ pub fn plain_width(runnable: usize, idle: u32) -> u32 {
     (runnable.min(idle as usize) as u32).max(1)
 }
 
+/// Which of a binary's tests, taking `times`, are worth a process of their own at `width`
+/// (indices into `times`, longest first): libtest runs a test on one thread whatever it has,
+/// so a test longer than the binary's work per slot (`t · width > total`) would leave slots
+/// idle beside it, where alone it runs beside other binaries. Each one taken leaves the
+/// rest to be judged on what remains; only tests of at least `at_least` (a process start
+/// must not be a visible part of them), at most `most` of them, and never the last test.
+pub fn long_tests(
+    times: &[std::time::Duration],
+    width: u32,
+    at_least: std::time::Duration,
+    most: usize,
+) -> Vec<usize> {
+    let mut by_length: Vec<usize> = (0..times.len()).collect();
+    by_length.sort_by(|&a, &b| times[b].cmp(&times[a]).then(a.cmp(&b)));
+    let mut total: std::time::Duration = times.iter().sum();
+    let mut alone = Vec::new();
+    for &i in &by_length {
+        let time = times[i];
+        if alone.len() >= most
+            || alone.len() + 1 >= times.len()
+            || time < at_least
+            || time.saturating_mul(width.max(1)) <= total
+        {
+            break;
+        }
+        alone.push(i);
+        total -= time;
+    }
+    alone
+}
+
 /// How many of its `runnable` tests a plain binary starting with `k` width slots keeps when
 /// it could use `wanted` (`min(runnable, width)`): its share `ceil(runnable * k / wanted)`,
 /// or `None` when it keeps them all (it got what it wanted, or has a single test).
@@ -307,6 +338,31 @@ mod tests {
         assert_eq!(plain_width(1, 2), 1);
         assert_eq!(plain_width(0, 2), 1);
         assert_eq!(plain_width(5, 1), 1);
+    }
+
+    #[test]
+    fn long_tests_run_alone_while_the_rest_cannot_keep_the_width_busy_beside_them() {
+        let ms = |list: &[u64]| -> Vec<std::time::Duration> {
+            list.iter()
+                .map(|&m| std::time::Duration::from_millis(m))
+                .collect()
+        };
+        let floor = std::time::Duration::from_millis(100);
+        // 600 of 1000 ms, then 300 of the 400 left; the 50s stay together.
+        assert_eq!(long_tests(&ms(&[50, 600, 300, 50]), 2, floor, 4), [1, 2]);
+        // Even tests keep the width busy together.
+        assert!(long_tests(&ms(&[300, 300, 300, 300]), 2, floor, 4).is_empty());
+        // Wider runs take more apart: at 4, each 300 is over a quarter of what is left.
+        assert_eq!(
+            long_tests(&ms(&[300, 300, 300, 100]), 4, floor, 4),
+            [0, 1, 2]
+        );
+        assert!(long_tests(&ms(&[300, 300, 300, 100]), 2, floor, 4).is_empty());
+        // Short tests never, at most `most`, and never the last one.
+        assert!(long_tests(&ms(&[90, 5, 5]), 2, floor, 4).is_empty());
+        assert_eq!(long_tests(&ms(&[800, 400, 200, 10]), 2, floor, 1), [0]);
+        assert_eq!(long_tests(&ms(&[800, 400]), 2, floor, 4), [0]);
+        assert!(long_tests(&ms(&[800]), 2, floor, 4).is_empty());
     }
 
     #[test]

@@ -238,10 +238,8 @@ impl<'a> Runner<'a> {
             &mut self.units,
             &mut intake.partitioned,
         );
-        for unit in first..self.units.len() {
-            if intake.early {
-                self.order.push(unit);
-            }
+        let made = first..self.units.len();
+        for unit in made.clone() {
             intake.with_units.insert(id.clone());
             *intake.tests.entry(id.clone()).or_default() += self.units[unit].listing.tests.len();
             if let Some(history) = intake.history {
@@ -252,6 +250,24 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
+        }
+        // Long tests run alone, once the history has been read into `learned_times`.
+        let mut parts: Vec<usize> = made.clone().collect();
+        for unit in made {
+            parts.extend(self.split_long_tests(unit));
+        }
+        if intake.early {
+            // Longest first, as the order decided at the opening will have them.
+            let work = |unit: usize| -> Duration {
+                self.units[unit]
+                    .listing
+                    .tests
+                    .iter()
+                    .filter_map(|t| self.learned_times.get(&format!("{id} {}", t.name)))
+                    .sum()
+            };
+            parts.sort_by_key(|&unit| std::cmp::Reverse(work(unit)));
+            self.order.extend(parts);
         }
         *intake.tests.entry(id).or_default() += skipped.len();
         for result in skipped {
