@@ -4,7 +4,9 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use signal_hook::iterator::Signals;
 
@@ -53,8 +55,10 @@ pub(crate) fn run(
     // Forward signals until the child has exited; `exited` is set before the child is
     // reaped, so its pid (and group id) cannot have been reused when we signal it.
     let exited = Arc::new(Mutex::new(false));
+    let forwarded = Arc::new(AtomicBool::new(false));
     let handle = signals.handle();
     let forward_exited = Arc::clone(&exited);
+    let forward_noted = Arc::clone(&forwarded);
     let forwarder = std::thread::Builder::new()
         .name("capped-gate-signals".to_string())
         .spawn(move || {
@@ -64,6 +68,7 @@ pub(crate) fn run(
                     break;
                 }
                 process::forward_to_group(pid, raw);
+                forward_noted.store(true, Ordering::SeqCst);
             }
         });
     if let Err(e) = &forwarder {
@@ -76,6 +81,11 @@ pub(crate) fn run(
     // `wait` below.
     let _ = process::wait_exited(pid);
     *exited.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    // Stopped by a signal: what CMD started and left in its group goes too (it was asked
+    // to stop, and would run on ungated). Before the reap, while the group id is ours.
+    if forwarded.load(Ordering::SeqCst) {
+        end_leftovers(pid, quiet);
+    }
     let status = child.wait();
     handle.close();
     if let Ok(thread) = forwarder {
@@ -92,6 +102,57 @@ pub(crate) fn run(
         warn_leftovers(pid);
     }
     exit_code(status)
+}
+
+/// How long processes CMD left in its group get between SIGTERM and SIGKILL once the gate
+/// was stopped by a signal.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+
+/// The processes other than zombies in process group `pgid`.
+fn group_members(pgid: u32) -> Vec<(u32, String)> {
+    let Ok(table) = HostRoot::system().process_table() else {
+        return Vec::new();
+    };
+    table
+        .processes()
+        .iter()
+        .filter(|p| p.pgrp == pgid && p.state != 'Z')
+        .map(|p| (p.pid, p.comm.clone()))
+        .collect()
+}
+
+/// Ends what is left in CMD's process group `pgid` (CMD itself exited, unreaped): SIGTERM,
+/// then SIGKILL after [`LEFTOVER_GRACE`] for whatever ignores it.
+fn end_leftovers(pgid: u32, quiet: bool) {
+    let left = group_members(pgid);
+    if left.is_empty() {
+        return;
+    }
+    let _ = process::signal_group(pgid, process::Signal::TERM);
+    let deadline = Instant::now() + LEFTOVER_GRACE;
+    while !group_members(pgid).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let killed = !group_members(pgid).is_empty();
+    if killed {
+        process::kill_group(pgid);
+    }
+    if !quiet {
+        eprintln!(
+            "capped gate: ended {} process{} CMD left in its process group after the signal ({}){}",
+            left.len(),
+            if left.len() == 1 { "" } else { "es" },
+            left.iter()
+                .map(|(pid, comm)| format!("{pid} {comm}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if killed {
+                format!(": SIGKILL after {}s", LEFTOVER_GRACE.as_secs())
+            } else {
+                String::new()
+            }
+        );
+    }
 }
 
 /// Warns when processes CMD started are still running in its group after it exited: they

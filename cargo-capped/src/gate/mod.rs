@@ -6,7 +6,9 @@
 //! `#[capped(group = "NAME")]` tests and `cargo capped` runs use, so a gated script and a
 //! test suite share one GPU fairly), then runs CMD in a process group of its own with
 //! `CAPPED_SLOT_<NAME>=<slot>` in its environment, forwards SIGINT, SIGTERM and SIGHUP to
-//! that group, and exits with CMD's status. The slot is a `flock`ed file: the kernel frees
+//! that group (and once CMD exits after one, ends what CMD left in the group: SIGTERM, then
+//! SIGKILL after a grace, so a stopped job leaves nothing running ungated), and exits with
+//! CMD's status. The slot is a `flock`ed file: the kernel frees
 //! it when the gate dies, even by SIGKILL (CMD itself then gets a SIGKILL through
 //! `PR_SET_PDEATHSIG`).
 //!
@@ -90,7 +92,8 @@ pub const FORWARDED_SIGNALS: [i32; 3] = [
 /// `cargo capped gate`: run CMD while holding a host-wide slot of a group.
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "CMD runs in its own process group with CAPPED_SLOT_<NAME>=<slot>; SIGINT, SIGTERM and SIGHUP are forwarded to it. \
+    after_help = "CMD runs in its own process group with CAPPED_SLOT_<NAME>=<slot>; SIGINT, SIGTERM and SIGHUP are forwarded to it, \
+        and once CMD exits after one, what it left in its group gets SIGTERM, then SIGKILL after 2s. \
         The slot is freed when CMD exits or the gate dies (even by SIGKILL).\n\n\
         CMD's environment is the gate's plus exactly: CAPPED_SLOT_<NAME> (the slot held), CAPPED_LOCK_DIR (the host lock dir, \
         so nested gates, runs and tests share it) and CAPPED_GROUPS (the inherited groups with NAME=1@workspace, so tests \

@@ -283,6 +283,50 @@ fn sigterm_to_the_gate_reaches_cmd() {
 }
 
 #[test]
+fn a_grandchild_that_ignores_the_signal_is_ended_with_cmd() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = lock_args(dir.path());
+    let marker = dir.path().join("started");
+    let pid_file = dir.path().join("grandchild");
+    // The grandchild ignores SIGINT and SIGTERM; CMD (the outer shell) exits on SIGINT.
+    let job = format!(
+        "sh -c 'trap \"\" INT TERM; echo $$ > {}; touch {}; while :; do sleep 0.05; done' & wait",
+        pid_file.display(),
+        marker.display()
+    );
+    let mut args: Vec<&str> = vec!["--group", "sig"];
+    args.extend(lock.iter().map(String::as_str));
+    args.extend(["--", "sh", "-c", &job]);
+    let gate = gate_command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&marker);
+    let grandchild: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = rustix::process::Pid::from_raw(gate.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let output = gate.wait_with_output().unwrap();
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("CMD left in its process group"), "{stderr}");
+    assert!(stderr.contains("SIGKILL"), "{stderr}");
+    // Gone (or a zombie until init reaps it), not running on ungated.
+    let running = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    });
+    assert!(!running, "the grandchild {grandchild} still runs: {stderr}");
+}
+
+#[test]
 fn bad_input_is_refused_with_status_2() {
     for (args, expected) in [
         (
