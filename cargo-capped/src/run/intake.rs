@@ -42,31 +42,65 @@ pub(super) const HELD_LINES: usize = 10_000;
 
 /// Where listing workers leave each binary's listing for the run loop.
 pub(super) struct ListingFeed {
-    slots: Mutex<Vec<(usize, Result<Listing, String>)>>,
+    inner: Mutex<Feed>,
     wake: SyncSender<Wake>,
 }
 
+#[derive(Default)]
+struct Feed {
+    /// Listings not taken by the loop yet.
+    arrived: Vec<(usize, Result<Listing, String>)>,
+    /// Which binaries have their listing (taken or not).
+    answered: Vec<bool>,
+}
+
 impl ListingFeed {
-    /// A feed that wakes the loop through `wake`.
-    pub(super) fn new(wake: SyncSender<Wake>) -> ListingFeed {
+    /// A feed for `count` binaries that wakes the loop through `wake`.
+    pub(super) fn new(count: usize, wake: SyncSender<Wake>) -> ListingFeed {
         ListingFeed {
-            slots: Mutex::new(Vec::new()),
+            inner: Mutex::new(Feed {
+                arrived: Vec::new(),
+                answered: vec![false; count],
+            }),
             wake,
         }
     }
 
-    /// Leaves binary `index`'s listing and wakes the loop. Never blocks: when the loop's
-    /// queue is full the loop is busy, and it looks at the feed on every turn anyway.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Leaves binary `index`'s listing and wakes the loop (a second one for the same
+    /// binary is dropped). Never blocks: when the loop's queue is full the loop is busy,
+    /// and it looks at the feed on every turn anyway.
     pub(super) fn put(&self, index: usize, listing: Result<Listing, String>) {
-        self.slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((index, listing));
+        {
+            let mut feed = self.lock();
+            match feed.answered.get_mut(index) {
+                Some(answered) if !*answered => *answered = true,
+                _ => return,
+            }
+            feed.arrived.push((index, listing));
+        }
         let _ = self.wake.try_send(Wake::Listed);
     }
 
+    /// Fails every binary still without a listing with `why`: the listing threads ended
+    /// without answering for them, and the run must not wait for them forever.
+    pub(super) fn fail_unanswered(&self, why: &str) {
+        let unanswered: Vec<usize> = {
+            let feed = self.lock();
+            (0..feed.answered.len())
+                .filter(|&i| !feed.answered[i])
+                .collect()
+        };
+        for index in unanswered {
+            self.put(index, Err(why.to_string()));
+        }
+    }
+
     fn take(&self) -> Vec<(usize, Result<Listing, String>)> {
-        std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut self.lock().arrived)
     }
 }
 
@@ -456,6 +490,25 @@ mod tests {
         let claimed = |b: &TestBinary| b.id.target == "a";
         let (order, _) = predicted_order(&binaries, &claimed, Some(&learned), OrderMode::Heuristic);
         assert_eq!(order, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn every_binary_gets_one_answer_and_a_full_queue_never_blocks() {
+        // A queue of one, never read: puts must not block on it.
+        let (wake, _receiver) = std::sync::mpsc::sync_channel(1);
+        let feed = ListingFeed::new(3, wake);
+        feed.put(1, Err("first".into()));
+        feed.put(1, Err("second".into()));
+        feed.put(7, Err("no such binary".into()));
+        let taken = feed.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].1.as_ref().unwrap_err(), "first");
+        feed.fail_unanswered("gone");
+        let mut rest: Vec<usize> = feed.take().into_iter().map(|(i, _)| i).collect();
+        rest.sort();
+        assert_eq!(rest, [0, 2]);
+        feed.fail_unanswered("again");
+        assert!(feed.take().is_empty());
     }
 
     #[test]

@@ -60,7 +60,8 @@ pub fn list_all(binaries: &[TestBinary], args: ListArgs<'_>) -> Vec<Result<Listi
 
 /// Lists the binaries at the indices of `order`, in that order, on a few threads, and
 /// hands each listing (or why it failed) to `done` with its binary's index as soon as it
-/// is known; returns once every one was handed over. Listings that have not started when
+/// is known; returns once every one was handed over (a listing that panics is handed over
+/// as a failure, so nobody waits for it forever). Listings that have not started when
 /// the run is interrupted fail without running.
 pub fn list_each(
     binaries: &[TestBinary],
@@ -83,7 +84,11 @@ pub fn list_each(
                     let listing = if signals::INTERRUPTED.load(Ordering::SeqCst) {
                         Err("the run was interrupted".to_string())
                     } else {
-                        list_binary(binary, args)
+                        // Every binary gets its answer: the run waits for each one.
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            list_binary(binary, args)
+                        }))
+                        .unwrap_or_else(|_| Err("listing it panicked in cargo capped".to_string()))
                     };
                     done(index, listing);
                 }

@@ -136,7 +136,7 @@ pub fn run(
     let (sender, receiver) = mpsc::sync_channel(runner::WAKE_QUEUE);
     let start_width = hooks.width(plan.caps.test_threads());
     let width = start_width.width.clamp(1, plan.caps.test_threads().max(1));
-    let feed = intake::ListingFeed::new(sender.clone());
+    let feed = intake::ListingFeed::new(binaries.len(), sender.clone());
     // Live output would have to be held until every listing is in; a partition may
     // depend on every test.
     let may_start_early = plan.partition.is_none()
@@ -219,9 +219,16 @@ pub fn run(
         let binaries = &binaries;
         let listing_order = &listing_order;
         scope.spawn(move || {
-            list::list_each(binaries, listing_order, list_args, &|index, listing| {
-                feed.put(index, listing)
-            })
+            let listed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                list::list_each(binaries, listing_order, list_args, &|index, listing| {
+                    feed.put(index, listing)
+                })
+            }));
+            // Whatever happened to the listing threads, every binary gets an answer.
+            feed.fail_unanswered(match listed {
+                Ok(()) => "not listed",
+                Err(_) => "listing failed in cargo capped",
+            });
         });
         runner.run_loop()
     });
