@@ -1,14 +1,15 @@
 //! The isolation benchmark: what `--isolation test` (every test a process of its own)
 //! costs, in one session on one machine.
 //!
-//! * Per test: one test binary of 500 no-op plain `#[test]`s (the first 500 of
-//!   capped-test's 2000-test `harness_noop` fixture, made by its own `suite.rs` macros), run by
+//! * Per test: one test binary of 2000 no-op plain `#[test]`s (capped-test's
+//!   `harness_noop` fixture's, made by its own `suite.rs` macros), run by
 //!   `cargo capped t2 --isolation test`, by `cargo nextest run -j 2` (which also runs a
 //!   process per test: the bar to meet) and by `cargo capped t2` as it runs by default (one
 //!   process for the binary, for reference). Each figure is the median wall time of the
 //!   whole command, with the build already fresh, divided by the number of tests: so it
 //!   includes each tool's fixed costs (cargo's freshness check, listing the binary), the
-//!   same for all three, which 500 tests spread thin.
+//!   same for all three, which 2000 tests spread thin. Also the runner's own peak RSS with
+//!   a unit per test.
 //!
 //! `cargo capped` runs with `--no-degrade`: on a loaded host its preflight would narrow
 //! `t2` to width 1, and the comparison is with nextest at `-j 2`, which never narrows.
@@ -22,10 +23,10 @@ use std::time::Duration;
 
 use crate::mixed_suite::{cargo_command, median_run, row, shapes, write_if_changed};
 
-/// The no-op tests in the fixture: `hundred!` from `suite.rs` in each of `m00`..`m04`.
-/// Not all 2000: under `--isolation test` a run of 2000 took about a minute on the
-/// 2-core machine (per test over four times what 100 cost), too long to repeat.
-const TESTS: usize = 500;
+/// The no-op tests in the fixture: `hundred!` from `suite.rs` in each of `m00`..`m19`.
+/// All 2000: the per-test cost must not grow with the number of tests (it once did, when
+/// every isolated unit kept a copy of its binary's whole listing).
+const TESTS: usize = 2000;
 
 /// Timed runs per command; the median is reported.
 const RUNS: usize = 3;
@@ -168,6 +169,39 @@ fn per_test(
             "skipped: cargo-nextest is not installed",
         ));
     }
+    // The runner's own memory with a unit per test: flat in the number of tests.
+    let output = crate::mixed_suite::cargo_command(
+        capped,
+        &dir,
+        &target,
+        &strings(&[
+            "capped",
+            "t2",
+            "--no-degrade",
+            "--isolation",
+            "test",
+            "--test",
+            "noop",
+            "--message-format",
+            "json",
+        ]),
+    )
+    .stdout(std::process::Stdio::piped())
+    .output()
+    .map_err(|e| format!("isolation: cannot run cargo-capped: {e}"))?;
+    let rss = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|v| v["type"] == "run-finished")
+        .and_then(|v| v["runner_peak_rss"].as_f64())
+        .ok_or("isolation: no runner_peak_rss in the run's JSON")?;
+    rows.push(noted(
+        "isolation: the runner's own peak RSS, --isolation test",
+        rss / f64::from(1 << 20),
+        "MiB",
+        Some(64.0),
+        &format!("{TESTS} units of one test each"),
+    ));
     let shared = per_test_us(
         capped,
         &strings(&["capped", "t2", "--no-degrade", "--test", "noop"]),

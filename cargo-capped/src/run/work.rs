@@ -232,21 +232,34 @@ fn partition_listing(
     binary: &BinaryId,
     selector: &Selector,
 ) -> (Listing, usize) {
-    let mut kept = listing.clone();
-    kept.tests
-        .retain(|test| selector.contains(binary, &test.name));
+    let kept = Listing {
+        tests: listing
+            .tests
+            .iter()
+            .filter(|test| selector.contains(binary, &test.name))
+            .cloned()
+            .collect(),
+        harness: listing.harness,
+        logfile: listing.logfile,
+    };
     let left = listing.tests.len() - kept.tests.len();
     (kept, left)
 }
 
-/// `listing` restricted to `names`.
+/// `listing` restricted to `names`. Only the kept tests are copied: a binary isolated
+/// into a unit per test must not give each unit a copy of all its tests.
 pub(super) fn subset(listing: &Listing, names: &[String]) -> Listing {
     let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
-    let mut subset = listing.clone();
-    subset
-        .tests
-        .retain(|test| wanted.contains(test.name.as_str()));
-    subset
+    Listing {
+        tests: listing
+            .tests
+            .iter()
+            .filter(|test| wanted.contains(test.name.as_str()))
+            .cloned()
+            .collect(),
+        harness: listing.harness,
+        logfile: listing.logfile,
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +306,18 @@ mod tests {
             kept_names.sort();
             assert_eq!(kept_names, ["a", "b", "c", "d", "e", "f"]);
         }
+        // A subset holds only its own tests, not room for all of them.
+        let many = listing(
+            &(0..1000)
+                .map(|i| format!("t{i}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        let one = subset(&many, &["t7".to_string()]);
+        assert_eq!(one.tests.len(), 1);
+        assert!(one.tests.capacity() < 16, "{}", one.tests.capacity());
         let some = subset(&all, &["c".to_string(), "a".to_string(), "zz".to_string()]);
         let names: Vec<&str> = some.tests.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "c"], "listing order, unknown names dropped");
