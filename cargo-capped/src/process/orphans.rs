@@ -53,6 +53,10 @@ struct Registry {
     spawned: HashSet<u32>,
     /// Processes running per unit marker; a marker with none is a unit that ended.
     live: HashMap<OsString, usize>,
+    /// The lowest pid spawned: a test's orphan descends from a unit spawned after it, so
+    /// (until pids wrap around) its pid is higher, and a unit's sweep reads no older
+    /// process.
+    floor: Option<u32>,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -71,10 +75,11 @@ pub(super) fn spawning<T>(
 ) -> std::io::Result<T> {
     let mut guard = registry();
     let child = spawn()?;
-    guard
-        .get_or_insert_with(Registry::default)
-        .spawned
-        .insert(pid(&child));
+    let registry = guard.get_or_insert_with(Registry::default);
+    let pid = pid(&child);
+    registry.spawned.insert(pid);
+    // After a wrap-around a new child's pid is lower: the floor follows it down.
+    registry.floor = Some(registry.floor.map_or(pid, |floor| floor.min(pid)));
     Ok(child)
 }
 
@@ -134,14 +139,15 @@ struct Orphan {
     zombie: bool,
 }
 
-/// The children of `me` under `host`'s `/proc` that are not in `spawned`.
-fn orphans(host: &HostRoot, me: u32, spawned: &HashSet<u32>) -> Vec<Orphan> {
+/// The children of `me` under `host`'s `/proc` that are not in `spawned`, among the
+/// processes with a pid of at least `floor`.
+fn orphans(host: &HostRoot, me: u32, spawned: &HashSet<u32>, floor: u32) -> Vec<Orphan> {
     let Ok(entries) = std::fs::read_dir(host.path("/proc")) else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| !spawned.contains(pid))
+        .filter(|pid| *pid >= floor && !spawned.contains(pid))
         .filter_map(|pid| host.proc_stat(pid).ok().flatten())
         .filter(|stat| stat.ppid == me)
         .map(|stat| Orphan {
@@ -188,10 +194,16 @@ fn sweep_with(host: &HostRoot, var: Option<&str>) -> usize {
             .flatten()
             .is_some_and(|stat| stat.ppid == me)
     });
+    // A unit's sweep looks at processes started since the first spawn; the run's last
+    // sweep at every one, so an orphan a wrap-around hid from the floor still goes.
+    let floor = match var {
+        Some(_) => registry.floor.unwrap_or(0),
+        None => 0,
+    };
     let mut killed = 0;
     for _ in 0..ROUNDS {
         let mut waiting = Vec::new();
-        for orphan in orphans(host, me, &registry.spawned) {
+        for orphan in orphans(host, me, &registry.spawned, floor) {
             if orphan.zombie {
                 reap(orphan.pid);
                 continue;
@@ -258,17 +270,21 @@ mod tests {
             .collect();
         let (_dir, host) = fake_root(&files);
         let spawned: HashSet<u32> = [10].into();
-        let found = orphans(&host, 7, &spawned);
-        let pids: Vec<(u32, bool, bool)> = {
-            let mut v: Vec<_> = found.iter().map(|o| (o.pid, o.leader, o.zombie)).collect();
+        let found = |floor: u32| -> Vec<(u32, bool, bool)> {
+            let mut v: Vec<_> = orphans(&host, 7, &spawned, floor)
+                .iter()
+                .map(|o| (o.pid, o.leader, o.zombie))
+                .collect();
             v.sort();
             v
         };
         // 10 is ours, 13 is someone else's child.
         assert_eq!(
-            pids,
+            found(0),
             vec![(11, false, false), (12, true, true), (14, true, false)]
         );
+        // Processes older than the floor are not looked at.
+        assert_eq!(found(12), vec![(12, true, true), (14, true, false)]);
         assert_eq!(
             environ_var(&host, 14, "CAPPED_EVENTS"),
             Some(OsString::from("/run/u1"))
