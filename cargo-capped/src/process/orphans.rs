@@ -16,6 +16,11 @@
 //! unit (it cleared its environment) is ended at the run's end ([`sweep_all`]). Orphans
 //! that exited on their own are reaped at every sweep, so no zombies pile up.
 //!
+//! A unit's sweep reads only processes whose pid is at least the lowest the runner spawned
+//! (a test's descendants are younger than the runner's first child, until pids wrap
+//! around), so its cost follows what the run started, not the host's process count; the
+//! run's last sweep reads every process.
+//!
 //! Killing an orphan is safe from pid reuse: it is an unreaped child of the runner, so its
 //! pid (and, when it leads one, its process group id) cannot be handed to anyone else
 //! until the runner reaps it, after the kill.
