@@ -205,7 +205,8 @@ impl Runner<'_> {
     }
 
     /// Binaries (of the units from `first` on) that could not even list their tests fail
-    /// the run, with the reason.
+    /// the run, with the reason; one whose listing the run's interruption cut short only
+    /// never ran.
     pub(super) fn report_list_errors(&mut self, first: usize) {
         for index in first..self.units.len() {
             let Some(error) = self.units[index].list_error.clone() else {
@@ -213,6 +214,12 @@ impl Runner<'_> {
             };
             let binary = self.units[index].binary.id.clone();
             self.units[index].state = State::Done;
+            // Listings go on while the first binaries run: a Ctrl-C then says nothing of
+            // the binaries still being listed.
+            if error == super::list::INTERRUPTED {
+                self.emit_never_ran(binary, error);
+                continue;
+            }
             self.failed = true;
             self.finish_test(TestResult {
                 binary: binary.clone(),
