@@ -368,6 +368,31 @@ fn ctrl_c_while_a_binary_is_still_listed_stops_the_run_at_once() {
     assert!(waiter_ended, "{}", describe(&output));
 }
 
+/// A binary waits for the width from when it is listed, not from when the run's loop
+/// started (listings now go on inside it): with a listing that takes 3 s and two binaries
+/// of one test each at width 2, neither waits.
+#[test]
+fn a_binary_waits_for_the_width_only_from_its_listing() {
+    let scratch = RunScratch::new();
+    let output = capped_json(
+        "listing-gate",
+        &scratch,
+        &["t2", "--no-history"],
+        &[("LISTING_SLOW_MS", std::ffi::OsStr::new("3000"))],
+    );
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    let finished: serde_json::Value = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["type"] == "run-finished")
+        .expect("a run-finished event");
+    let waits = &finished["groups"]["width"]["wait_ms"];
+    assert!(
+        waits["max"].as_f64().is_some_and(|max| max < 1500.0),
+        "{waits}"
+    );
+}
+
 /// Once the history knows a binary's tests, a test longer than the binary's work per slot
 /// runs as a process of its own, beside the rest: `durations` (50, 600, 300 and 50 ms at
 /// width 2) runs as `b_long`, `c_medium` and the two short tests, where without a history
