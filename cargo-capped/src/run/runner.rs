@@ -76,6 +76,9 @@ pub(super) struct Runner<'a> {
     pub(super) interrupted: Option<i32>,
     /// When the first binary could start.
     pub(super) loop_started: Instant,
+    /// When each binary was listed (its units made): a binary waits for the width from
+    /// then, as listings go on while the loop runs.
+    pub(super) listed_at: HashMap<crate::events::BinaryId, Instant>,
     /// What every reproduce line of the run shares; each binary gets its own
     /// `CAPPED_REPRODUCE` from it.
     pub(super) reproduce: crate::plan::reproduce::ReproduceBase,
