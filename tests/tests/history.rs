@@ -271,6 +271,128 @@ fn binaries_start_while_others_are_still_listed() {
     }
 }
 
+/// Ctrl-C while a binary runs and another is still being listed: the listing is cut short
+/// rather than waited for, the run exits 130 at once leaving nothing running, and its JSON
+/// stream still opens with `run-started` and closes with `run-finished`. The binary whose
+/// listing was cut short never ran: that is no failure of its own.
+#[test]
+fn ctrl_c_while_a_binary_is_still_listed_stops_the_run_at_once() {
+    let scratch = RunScratch::new();
+    let history = scratch.path("history.json");
+    let gate = scratch.path("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    // A first run learns that the opener is the longer binary.
+    let output = capped_json(
+        "listing-gate",
+        &scratch,
+        &["t2"],
+        &[("CAPPED_HISTORY", history.as_os_str())],
+    );
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+
+    // The opener runs with the gate shut, and the waiter's listing waits for it.
+    let mut command = capped_in("listing-gate");
+    command.arg("t2");
+    scratch.apply(&mut command);
+    let child = command
+        .args(["--message-format", "json"])
+        .env("CAPPED_HISTORY", &history)
+        .env("LISTING_GATE", &gate)
+        .env("LISTING_GATE_SHUT", "1")
+        .env("LISTING_GATE_WAIT_MS", "120000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_in = |name: &str| -> u32 {
+        let path = gate.join(name);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "no {name} file");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let test = pid_in("running");
+    let listing = pid_in("listing");
+    let runner = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let interrupted = std::time::Instant::now();
+    rustix::process::kill_process(runner, rustix::process::Signal::INT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    // Not the listing's two minutes, nor the runner's 60 s listing timeout.
+    assert!(
+        interrupted.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?} after Ctrl-C",
+        interrupted.elapsed()
+    );
+    assert_eq!(exit_code(&output), 130, "{}", describe(&output));
+    for (what, pid) in [("the test", test), ("the listing", listing)] {
+        assert!(
+            process_gone(pid, std::time::Duration::from_secs(5)),
+            "{what} (pid {pid}) still runs"
+        );
+    }
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(
+        events.first().map(|e| &e["type"]),
+        Some(&"run-started".into())
+    );
+    assert_eq!(
+        events.last().map(|e| &e["type"]),
+        Some(&"run-finished".into())
+    );
+    let results = test_results(&output);
+    assert_eq!(
+        status_in(&results, "opens_the_gate"),
+        "not-run",
+        "{results:?}"
+    );
+    assert!(!results.contains_key("(listing)"), "{results:?}");
+    assert!(
+        !capped_counts(&output).contains_key("failed"),
+        "{}",
+        describe(&output)
+    );
+    let waiter_ended = events.iter().any(|e| {
+        e["type"] == "binary-finished"
+            && e["binary"]["target"] == "waiter"
+            && e["stray_output"] == "the run was interrupted"
+    });
+    assert!(waiter_ended, "{}", describe(&output));
+}
+
+/// A binary waits for the width from when it is listed, not from when the run's loop
+/// started (listings now go on inside it): with a listing that takes 3 s and two binaries
+/// of one test each at width 2, neither waits.
+#[test]
+fn a_binary_waits_for_the_width_only_from_its_listing() {
+    let scratch = RunScratch::new();
+    let output = capped_json(
+        "listing-gate",
+        &scratch,
+        &["t2", "--no-history"],
+        &[("LISTING_SLOW_MS", std::ffi::OsStr::new("3000"))],
+    );
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    let finished: serde_json::Value = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["type"] == "run-finished")
+        .expect("a run-finished event");
+    let waits = &finished["groups"]["width"]["wait_ms"];
+    assert!(
+        waits["max"].as_f64().is_some_and(|max| max < 1500.0),
+        "{waits}"
+    );
+}
+
 /// Once the history knows a binary's tests, a test longer than the binary's work per slot
 /// runs as a process of its own, beside the rest: `durations` (50, 600, 300 and 50 ms at
 /// width 2) runs as `b_long`, `c_medium` and the two short tests, where without a history

@@ -139,6 +139,9 @@ impl History {
             .tests
             .range(prefix.clone()..)
             .take_while(|(key, _)| key.starts_with(&prefix))
+            // A library shows as its package's name, which begins its doc tests' keys
+            // (`pkg (doc) NAME`) too; no test name begins so.
+            .filter(|(key, _)| !key[prefix.len()..].starts_with("(doc) "))
             .filter_map(|(_, entry)| entry.median())
             .collect();
         (!medians.is_empty()).then(|| medians.iter().sum())
@@ -360,6 +363,35 @@ mod tests {
             ..binary()
         };
         assert_eq!(history.binary_work(&unknown), None);
+    }
+
+    #[test]
+    fn a_librarys_work_leaves_out_its_doc_tests() {
+        // A library's id shows as its package's name, which its doc tests' keys
+        // (`p (doc) NAME`) begin with too.
+        let lib = BinaryId {
+            package: "p".into(),
+            target: "p".into(),
+            kind: "lib".into(),
+        };
+        let doc = BinaryId {
+            kind: crate::build::DOC_KIND.into(),
+            ..lib.clone()
+        };
+        let mut history = History::empty();
+        let results = [
+            TestResult {
+                binary: lib.clone(),
+                ..result("tests::a", TestStatus::Passed, 10)
+            },
+            TestResult {
+                binary: doc.clone(),
+                ..result("src/lib.rs - f (line 3)", TestStatus::Passed, 400)
+            },
+        ];
+        history.add(&results, &[], 1000);
+        assert_eq!(history.binary_work(&lib), Some(Duration::from_millis(10)));
+        assert_eq!(history.binary_work(&doc), Some(Duration::from_millis(400)));
     }
 
     #[test]

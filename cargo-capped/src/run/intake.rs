@@ -262,6 +262,7 @@ impl<'a> Runner<'a> {
             return;
         };
         let id = binary.id.clone();
+        self.listed_at.insert(id.clone(), std::time::Instant::now());
         let first = self.units.len();
         let skipped = work::add_units(
             self.plan,

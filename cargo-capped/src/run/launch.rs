@@ -190,8 +190,8 @@ impl Runner<'_> {
                 continue;
             };
             // Waits: for a claimed group, from when it was first found busy; for the
-            // width of a plain binary, from the start of the run (every binary is ready
-            // then), so the summary's figures count every acquisition.
+            // width of a plain binary, from when its binary was listed (it is ready then),
+            // so the summary's figures count every acquisition.
             let group_wait = self.units[index]
                 .first_blocked
                 .map_or(Duration::ZERO, |blocked| blocked.elapsed());
@@ -199,8 +199,13 @@ impl Runner<'_> {
                 self.measurements.add_wait(&group, group_wait);
             }
             if !harness {
+                let listed = self
+                    .listed_at
+                    .get(&self.units[index].binary.id)
+                    .copied()
+                    .unwrap_or(self.loop_started);
                 self.measurements
-                    .add_wait(capped_model::resource::WIDTH, self.loop_started.elapsed());
+                    .add_wait(capped_model::resource::WIDTH, listed.elapsed());
             }
             if !harness {
                 self.split_if_narrow(index, k);

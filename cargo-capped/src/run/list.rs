@@ -24,6 +24,9 @@ use crate::run::signals;
 /// How long a binary may take to list its tests.
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Why a listing failed that the run's interruption cut short (or never started).
+pub const INTERRUPTED: &str = "the run was interrupted";
+
 /// What to pass every binary.
 #[derive(Debug, Clone, Copy)]
 pub struct ListArgs<'a> {
@@ -82,7 +85,7 @@ pub fn list_each(
                         continue;
                     };
                     let listing = if signals::INTERRUPTED.load(Ordering::SeqCst) {
-                        Err("the run was interrupted".to_string())
+                        Err(INTERRUPTED.to_string())
                     } else {
                         // Every binary gets its answer: the run waits for each one.
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -180,7 +183,7 @@ fn run_list(
             }
             Err(_) if signals::INTERRUPTED.load(Ordering::SeqCst) => {
                 process::kill_group(pid);
-                return Err("the run was interrupted".to_string());
+                return Err(INTERRUPTED.to_string());
             }
             Err(_) => {}
         }

@@ -186,6 +186,7 @@ pub fn run(
         failing_seen: false,
         interrupted: None,
         loop_started: Instant::now(),
+        listed_at: std::collections::HashMap::new(),
         reproduce: crate::plan::reproduce::ReproduceBase::from_plan(plan),
         degrade_width: width,
         width,

@@ -76,6 +76,9 @@ pub(super) struct Runner<'a> {
     pub(super) interrupted: Option<i32>,
     /// When the first binary could start.
     pub(super) loop_started: Instant,
+    /// When each binary was listed (its units made): a binary waits for the width from
+    /// then, as listings go on while the loop runs.
+    pub(super) listed_at: HashMap<crate::events::BinaryId, Instant>,
     /// What every reproduce line of the run shares; each binary gets its own
     /// `CAPPED_REPRODUCE` from it.
     pub(super) reproduce: crate::plan::reproduce::ReproduceBase,
@@ -205,7 +208,8 @@ impl Runner<'_> {
     }
 
     /// Binaries (of the units from `first` on) that could not even list their tests fail
-    /// the run, with the reason.
+    /// the run, with the reason; one whose listing the run's interruption cut short only
+    /// never ran.
     pub(super) fn report_list_errors(&mut self, first: usize) {
         for index in first..self.units.len() {
             let Some(error) = self.units[index].list_error.clone() else {
@@ -213,6 +217,12 @@ impl Runner<'_> {
             };
             let binary = self.units[index].binary.id.clone();
             self.units[index].state = State::Done;
+            // Listings go on while the first binaries run: a Ctrl-C then says nothing of
+            // the binaries still being listed.
+            if error == super::list::INTERRUPTED {
+                self.emit_never_ran(binary, error);
+                continue;
+            }
             self.failed = true;
             self.finish_test(TestResult {
                 binary: binary.clone(),
