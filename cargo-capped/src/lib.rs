@@ -279,6 +279,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
             filter: plan.filter.as_deref(),
             test_args: &plan.test_args,
             probe_dir: None,
+            stop: None,
         },
     );
     let mut failed = false;

@@ -76,6 +76,7 @@ pub fn run(args: NextestConfigArgs) -> Result<i32> {
             filter: None,
             test_args: &[],
             probe_dir: None,
+            stop: None,
         },
     );
     let summary = nextest_list(&args)?;

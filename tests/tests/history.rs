@@ -435,3 +435,46 @@ fn long_tests_run_as_processes_of_their_own_once_learned() {
     let (started, most) = processes(&output);
     assert!(started >= 3 && most == 2, "{}", describe(&output));
 }
+
+/// `--fail-fast` ends the listings still going: an early binary's test fails while the
+/// waiter's listing waits (for up to two minutes) for a gate that test never opens; the
+/// run stops at once, and the waiter only never ran: no `(listing)` failure.
+#[test]
+fn fail_fast_ends_the_listings_still_going() {
+    let scratch = RunScratch::new();
+    let history = scratch.path("history.json");
+    let gate = scratch.path("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    let output = capped_json(
+        "listing-gate",
+        &scratch,
+        &["t2"],
+        &[("CAPPED_HISTORY", history.as_os_str())],
+    );
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+
+    let output = capped_json(
+        "listing-gate",
+        &scratch,
+        &["t2", "--fail-fast"],
+        &[
+            ("CAPPED_HISTORY", history.as_os_str()),
+            ("LISTING_GATE", gate.as_os_str()),
+            ("LISTING_GATE_FAIL", std::ffi::OsStr::new("1")),
+            ("LISTING_GATE_WAIT_MS", std::ffi::OsStr::new("120000")),
+        ],
+    );
+    assert_eq!(exit_code(&output), 100, "{}", describe(&output));
+    let results = test_results(&output);
+    assert_eq!(status_in(&results, "opens_the_gate"), "failed", "{results:?}");
+    assert!(!results.contains_key("(listing)"), "{results:?}");
+    let waiter_end = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|e| e["type"] == "binary-finished" && e["binary"]["target"] == "waiter")
+        .unwrap_or_else(|| panic!("no end for the waiter: {}", describe(&output)));
+    assert_eq!(
+        waiter_end["stray_output"], "the run stopped before it was listed",
+        "{waiter_end}"
+    );
+}

@@ -136,6 +136,12 @@ fn end_leftovers(pgid: u32, quiet: bool) {
     let killed = !group_members(pgid).is_empty();
     if killed {
         process::kill_group(pgid);
+        // Gone before the slot is released (SIGKILL ends a process at once unless it is
+        // in uninterruptible sleep, which the grace bounds).
+        let deadline = Instant::now() + LEFTOVER_GRACE;
+        while !group_members(pgid).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     if !quiet {
         eprintln!(

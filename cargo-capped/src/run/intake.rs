@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, SystemTime};
 
@@ -44,6 +45,9 @@ pub(super) const HELD_LINES: usize = 10_000;
 pub(super) struct ListingFeed {
     inner: Mutex<Feed>,
     wake: SyncSender<Wake>,
+    /// Set when the run stops (`--fail-fast`, Ctrl-C): the listings still going end at
+    /// once ([`super::list::ListArgs::stop`]).
+    stop: AtomicBool,
 }
 
 #[derive(Default)]
@@ -63,7 +67,13 @@ impl ListingFeed {
                 answered: vec![false; count],
             }),
             wake,
+            stop: AtomicBool::new(false),
         }
+    }
+
+    /// The flag that ends the listings still going when set.
+    pub(super) fn stop_flag(&self) -> &AtomicBool {
+        &self.stop
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Feed> {
@@ -106,6 +116,8 @@ impl ListingFeed {
 
 /// What the run says first, once every binary is listed.
 pub(super) struct Opening {
+    /// When the run began (before the first listing).
+    pub(super) started_at: SystemTime,
     /// The width decision before the first binary.
     pub(super) start_width: WidthDecision,
     /// The width the run started at.
@@ -219,6 +231,10 @@ impl<'a> Runner<'a> {
         let Some(mut intake) = self.intake.take() else {
             return;
         };
+        // Stopped (`--fail-fast`, Ctrl-C): what is still being listed will not run.
+        if self.stopping() {
+            intake.feed.stop.store(true, Ordering::SeqCst);
+        }
         for (index, listing) in intake.feed.take() {
             if let Some(slot) = intake.listed.get_mut(index)
                 && slot.is_none()
@@ -353,6 +369,7 @@ impl<'a> Runner<'a> {
         self.order = binary_schedule::order(&keys, intake.mode);
         let held = self.held.take().unwrap_or_default();
         let Opening {
+            started_at,
             start_width,
             width,
             notices,
@@ -373,7 +390,7 @@ impl<'a> Runner<'a> {
             tests: intake.tests.values().sum(),
             binary_tests: intake.tests.into_iter().collect(),
             learned: self.learned_times.clone(),
-            at: SystemTime::now(),
+            at: started_at,
             reproduce: self.reproduce.clone(),
         });
         for message in notices {

@@ -27,6 +27,9 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Why a listing failed that the run's interruption cut short (or never started).
 pub const INTERRUPTED: &str = "the run was interrupted";
 
+/// Why a listing failed that the run's stop (`--fail-fast`) cut short (or never started).
+pub const STOPPED: &str = "the run stopped before it was listed";
+
 /// What to pass every binary.
 #[derive(Debug, Clone, Copy)]
 pub struct ListArgs<'a> {
@@ -41,6 +44,21 @@ pub struct ListArgs<'a> {
     /// Where to ask each binary for a `--logfile` while it lists, to learn whether it
     /// writes libtest's verdict records (`None`: listing only, nothing learned).
     pub probe_dir: Option<&'a Path>,
+    /// Set when the run stops (`--fail-fast`): listings not done end at once.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+impl ListArgs<'_> {
+    /// Why listing must end now, if it must: the run was interrupted, or it stopped.
+    fn cut_short(&self) -> Option<&'static str> {
+        if signals::INTERRUPTED.load(Ordering::SeqCst) {
+            Some(INTERRUPTED)
+        } else if self.stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
+            Some(STOPPED)
+        } else {
+            None
+        }
+    }
 }
 
 /// Lists every binary, in parallel; each entry is the listing or why it failed.
@@ -84,8 +102,8 @@ pub fn list_each(
                     let Some(binary) = binaries.get(index) else {
                         continue;
                     };
-                    let listing = if signals::INTERRUPTED.load(Ordering::SeqCst) {
-                        Err(INTERRUPTED.to_string())
+                    let listing = if let Some(why) = args.cut_short() {
+                        Err(why.to_string())
                     } else {
                         // Every binary gets its answer: the run waits for each one.
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -181,9 +199,9 @@ fn run_list(
                     LIST_TIMEOUT.as_secs()
                 ));
             }
-            Err(_) if signals::INTERRUPTED.load(Ordering::SeqCst) => {
+            Err(_) if let Some(why) = args.cut_short() => {
                 process::kill_group(pid);
-                return Err(INTERRUPTED.to_string());
+                return Err(why.to_string());
             }
             Err(_) => {}
         }

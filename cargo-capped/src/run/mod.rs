@@ -108,6 +108,7 @@ pub fn run(
     sink: &mut dyn FnMut(&RunEvent),
 ) -> Result<RunSummary> {
     let run_started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let BuildOutput {
         binaries,
         notices: build_notices,
@@ -152,6 +153,7 @@ pub fn run(
         mode,
         may_start_early,
         intake::Opening {
+            started_at,
             start_width,
             width,
             notices: starting_notices.into_iter().chain(build_notices).collect(),
@@ -166,6 +168,7 @@ pub fn run(
         filter: plan.filter.as_deref(),
         test_args: &plan.test_args,
         probe_dir: Some(&probe_dir),
+        stop: Some(feed.stop_flag()),
     };
     let mut runner = Runner {
         plan,

@@ -217,9 +217,9 @@ impl Runner<'_> {
             };
             let binary = self.units[index].binary.id.clone();
             self.units[index].state = State::Done;
-            // Listings go on while the first binaries run: a Ctrl-C then says nothing of
-            // the binaries still being listed.
-            if error == super::list::INTERRUPTED {
+            // Listings go on while the first binaries run: a Ctrl-C or a `--fail-fast`
+            // stop then says nothing of the binaries still being listed.
+            if error == super::list::INTERRUPTED || error == super::list::STOPPED {
                 self.emit_never_ran(binary, error);
                 continue;
             }

@@ -132,10 +132,14 @@ impl Runner<'_> {
             ALONE_FROM,
             MAX_ALONE,
         );
-        alone
+        let splits = self.units[index].splits;
+        let parts = alone
             .into_iter()
             .filter_map(|i| self.split_off(index, vec![runnable[i].clone()]))
-            .collect()
+            .collect();
+        // Taking long tests out is no narrow start: the rest keeps its budget for those.
+        self.units[index].splits = splits;
+        parts
     }
 
     /// Moves `moved` (names of unit `index`'s tests) to a new unit, run by `--exact` name,
