@@ -466,7 +466,11 @@ fn fail_fast_ends_the_listings_still_going() {
     );
     assert_eq!(exit_code(&output), 100, "{}", describe(&output));
     let results = test_results(&output);
-    assert_eq!(status_in(&results, "opens_the_gate"), "failed", "{results:?}");
+    assert_eq!(
+        status_in(&results, "opens_the_gate"),
+        "failed",
+        "{results:?}"
+    );
     assert!(!results.contains_key("(listing)"), "{results:?}");
     let waiter_end = String::from_utf8_lossy(&output.stdout)
         .lines()

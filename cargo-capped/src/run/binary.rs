@@ -46,6 +46,8 @@ pub(super) struct Unit {
     pub(super) restarts: u8,
     /// An EMFILE rerun: its results are final.
     pub(super) rerun: bool,
+    /// A `--retries` attempt: it goes first in the order.
+    pub(super) retry: bool,
     /// How many times its tests were split from their binary's (see [`super::split`]).
     pub(super) splits: u8,
     /// Failed tests whose output says "Too many open files", held back until the binary is
@@ -76,6 +78,7 @@ impl Unit {
             selection,
             restarts: 0,
             rerun: false,
+            retry: false,
             splits: 0,
             deferred: Vec::new(),
         }

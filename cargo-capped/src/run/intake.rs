@@ -367,6 +367,8 @@ impl<'a> Runner<'a> {
             })
             .collect();
         self.order = binary_schedule::order(&keys, intake.mode);
+        // Retries queued before the opening keep their place at the front.
+        self.order.sort_by_key(|&unit| !self.units[unit].retry);
         let held = self.held.take().unwrap_or_default();
         let Opening {
             started_at,

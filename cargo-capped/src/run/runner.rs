@@ -191,7 +191,7 @@ impl Runner<'_> {
             return false;
         };
         let names = vec![result.name.clone()];
-        let again = Unit::new(
+        let mut again = Unit::new(
             unit.binary.clone(),
             super::work::subset(&unit.listing, &names),
             None,
@@ -202,6 +202,7 @@ impl Runner<'_> {
             &self.plan.test_args,
         );
         let index = self.units.len();
+        again.retry = true;
         self.units.push(again);
         self.order.insert(0, index);
         true

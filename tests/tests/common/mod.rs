@@ -252,15 +252,24 @@ pub fn processes_mentioning(marker: &str) -> Vec<u32> {
 /// `cargo-capped capped ARGS…` in fixture `name`, as `cargo capped` would start it: a clean
 /// environment, the shared fixtures target dir, short backtraces, and the host readings of
 /// an idle host ([`host_fixture`]`("idle")`), so a busy test machine does not degrade the
-/// run's width under the tests' feet (set `CAPPED_HOST_ROOT` again to play another host).
-/// Add the subcommand and its arguments with `.args(..)`.
+/// run's width under the tests' feet (set `CAPPED_HOST_ROOT` again to play another host),
+/// and a test history of its own that no run wrote yet, so what other tests ran does not
+/// change this one's order, splits or early starts (set `CAPPED_HISTORY` again to share
+/// one). Add the subcommand and its arguments with `.args(..)`.
 pub fn capped_in(name: &str) -> Command {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let history = fixtures_target_dir()
+        .join("capped/e2e-histories")
+        .join(format!("{}-{run}.json", std::process::id()));
+    let _ = std::fs::remove_file(&history);
     let mut command = clean_command(cargo_capped(), &fixture(name));
     command
         .arg("capped")
         .env("CARGO", cargo_path())
         .env("CARGO_TARGET_DIR", fixtures_target_dir())
         .env("CAPPED_HOST_ROOT", host_fixture("idle"))
+        .env("CAPPED_HISTORY", history)
         .env("RUST_BACKTRACE", "0");
     command
 }
