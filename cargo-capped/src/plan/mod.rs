@@ -133,6 +133,17 @@ pub struct PlanInput {
 }
 
 impl Plan {
+    /// The width the run asks for whatever the host it runs on: `--test-threads`, the
+    /// profile's `test-threads`, or 1 in deterministic runs; `None` when it comes from the
+    /// host's CPU count (what time shards are dealt for, which every job must agree on).
+    pub fn fixed_width(&self) -> Option<u32> {
+        if self.caps.deterministic() {
+            return Some(1);
+        }
+        self.options
+            .test_threads
+            .or_else(|| self.config.profile(&self.profile)?.test_threads)
+    }
     /// Discovers the workspace, reads its config and resolves the profile.
     pub fn new(input: PlanInput) -> Result<Plan> {
         Plan::check_input(&input)?;

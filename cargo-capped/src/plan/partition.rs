@@ -12,10 +12,14 @@
 //!   is by key, never by build or listing order, so every job of a matrix sees the same one.
 //!
 //! * **time**: the run's tests dealt out by what earlier runs measured (the test history):
-//!   longest first, each to the shard with the least time so far (ties to the lowest shard,
-//!   then by key; a test the history does not know counts as the median of those it does),
-//!   so the N shards take nearly equal time. Given the same history and tests every job
-//!   computes the same deal.
+//!   each shard is `W` slots, `W` the width every job asks for (`--test-threads` or the
+//!   profile's `test-threads`; 1 when the width would come from the host's CPUs, which may
+//!   differ between jobs); longest first, each test goes to the slot with the least time so
+//!   far (ties to the lowest slot; a test the history does not know counts as the median of
+//!   those it does), and a slot's tests to its shard. So the N shards take nearly equal time
+//!   at that width, not only nearly equal work: two long tests do not land in one shard
+//!   while another holds only short ones. Given the same history, tests and width every
+//!   job computes the same deal.
 //!
 //! Every way, partitions `1/N` … `N/N` together cover every test exactly once.
 
@@ -136,11 +140,13 @@ impl Partition {
     }
 
     /// Which of the run's tests (`all`: every binary's, after filters, with what earlier
-    /// runs say each takes) are in this partition. A slice or a time shard needs them all,
-    /// since a test's partition depends on the others.
+    /// runs say each takes) are in this partition, time shards dealt for `width` slots per
+    /// shard. A slice or a time shard needs them all, since a test's partition depends on
+    /// the others.
     pub fn selector<'a>(
         &self,
         all: impl IntoIterator<Item = (&'a BinaryId, &'a str, Option<Duration>)>,
+        width: u32,
     ) -> Selector {
         let slice = match self.scheme {
             Scheme::Hash => None,
@@ -160,7 +166,7 @@ impl Partition {
                     .into_iter()
                     .map(|(binary, test, known)| (Self::key(binary, test), known))
                     .collect();
-                let mine = self.deal_by_time(&tests);
+                let mine = self.deal_by_time(&tests, width);
                 Some(mine.into_iter().map(|i| tests[i].0.clone()).collect())
             }
         };
@@ -171,8 +177,8 @@ impl Partition {
     }
 
     /// `time:K/N`: which of `tests` (keys, with their learned durations) shard `index`
-    /// runs, as indices into `tests` (see the module docs).
-    pub fn deal_by_time(&self, tests: &[(String, Option<Duration>)]) -> HashSet<usize> {
+    /// runs at `width` slots per shard, as indices into `tests` (see the module docs).
+    pub fn deal_by_time(&self, tests: &[(String, Option<Duration>)], width: u32) -> HashSet<usize> {
         let mut known: Vec<Duration> = tests.iter().filter_map(|(_, d)| *d).collect();
         known.sort();
         let prior = known
@@ -182,14 +188,15 @@ impl Partition {
         let mut order: Vec<usize> = (0..tests.len()).collect();
         let time = |i: usize| tests[i].1.unwrap_or(prior);
         order.sort_by(|&a, &b| time(b).cmp(&time(a)).then(tests[a].0.cmp(&tests[b].0)));
-        let mut loads = vec![Duration::ZERO; self.count.max(1) as usize];
+        let width = width.clamp(1, capped_model::units::MAX_COUNT) as usize;
+        let mut loads = vec![Duration::ZERO; self.count.max(1) as usize * width];
         let mut mine = HashSet::new();
         for i in order {
-            let shard = (0..loads.len())
+            let slot = (0..loads.len())
                 .min_by_key(|&s| (loads[s], s))
-                .expect("at least one shard");
-            loads[shard] += time(i);
-            if shard + 1 == self.index as usize {
+                .expect("at least one slot");
+            loads[slot] += time(i);
+            if slot / width + 1 == self.index as usize {
                 mine.insert(i);
             }
         }
@@ -242,7 +249,7 @@ mod tests {
                     index,
                     count,
                 }
-                .deal_by_time(&tests)
+                .deal_by_time(&tests, 1)
             })
             .collect();
         let mut seen: Vec<usize> = shards.iter().flatten().copied().collect();
@@ -272,12 +279,70 @@ mod tests {
             index: 2,
             count,
         }
-        .deal_by_time(&tests);
+        .deal_by_time(&tests, 1);
         assert_eq!(again, shards[1]);
         assert_eq!(
             Partition::parse("time:2/3").unwrap().to_string(),
             "time:2/3"
         );
+    }
+
+    #[test]
+    fn time_shards_are_dealt_for_their_width() {
+        // Eight long tests and many short ones (the time-shard bench's shape), as three
+        // shards of two slots.
+        let mut tests: Vec<(String, Option<Duration>)> = [600, 565, 522, 481, 440, 402, 360, 322]
+            .iter()
+            .enumerate()
+            .map(|(n, &ms)| (format!("long{n}"), Some(Duration::from_millis(ms))))
+            .collect();
+        for n in 0..32u64 {
+            let ms = 10 + (n * 7) % 31;
+            tests.push((format!("short{n:02}"), Some(Duration::from_millis(ms))));
+        }
+        let count = 3;
+        // The slowest shard's makespan on two slots (longest first to the freer slot),
+        // dealt for `width` slots per shard; every test dealt exactly once.
+        let slowest = |width: u32| -> Duration {
+            let shards: Vec<HashSet<usize>> = (1..=count)
+                .map(|index| {
+                    Partition {
+                        scheme: Scheme::Time,
+                        index,
+                        count,
+                    }
+                    .deal_by_time(&tests, width)
+                })
+                .collect();
+            let mut seen: Vec<usize> = shards.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..tests.len()).collect::<Vec<_>>());
+            shards
+                .iter()
+                .map(|shard| {
+                    let mut times: Vec<Duration> =
+                        shard.iter().map(|&i| tests[i].1.unwrap()).collect();
+                    times.sort_by(|a, b| b.cmp(a));
+                    let mut slots = [Duration::ZERO; 2];
+                    for time in times {
+                        let freer = usize::from(slots[1] < slots[0]);
+                        slots[freer] += time;
+                    }
+                    slots[0].max(slots[1])
+                })
+                .max()
+                .unwrap()
+        };
+        let total: Duration = tests.iter().filter_map(|t| t.1).sum();
+        let bound = (total / (count * 2)).max(Duration::from_millis(600));
+        // Dealt for two slots: within 5% of the bound; by work alone, three long tests
+        // meet in one shard and it ends later.
+        assert!(
+            slowest(2).as_secs_f64() <= bound.as_secs_f64() * 1.05,
+            "{:?} vs {bound:?}",
+            slowest(2)
+        );
+        assert!(slowest(1) > slowest(2), "{:?} {:?}", slowest(1), slowest(2));
     }
 
     #[test]
@@ -343,7 +408,7 @@ mod tests {
                                 index,
                                 count,
                             }
-                            .selector([])
+                            .selector([], 2)
                             .contains(binary, &name)
                         })
                         .collect();
@@ -403,7 +468,7 @@ mod tests {
                         index,
                         count,
                     }
-                    .selector(all.iter().map(|&(b, n)| (b, n, None)))
+                    .selector(all.iter().map(|&(b, n)| (b, n, None)), 2)
                 })
                 .collect();
             let mut sizes = vec![0usize; count as usize];
@@ -435,7 +500,7 @@ mod tests {
             count: 2,
         };
         for order in [few.to_vec(), reversed] {
-            let selector = second.selector(order.into_iter().map(|(b, n)| (b, n, None)));
+            let selector = second.selector(order.into_iter().map(|(b, n)| (b, n, None)), 2);
             // Sorted: a/lib/a/a, a/lib/a/y, a/test/it/x, b/test/it/z.
             let kept: Vec<&str> = few
                 .iter()

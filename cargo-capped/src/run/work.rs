@@ -53,7 +53,7 @@ pub(super) fn selector<'b>(
             (id, name, known)
         })
         .collect();
-    Some(partition.selector(tests))
+    Some(partition.selector(tests, plan.fixed_width().unwrap_or(1)))
 }
 
 /// What one binary's listing adds to the run: its units (appended to `units`; unit `i`'s
@@ -294,8 +294,10 @@ mod tests {
                     index,
                     count: 3,
                 };
-                let selector =
-                    partition.selector(all.tests.iter().map(|t| (&binary, t.name.as_str(), None)));
+                let selector = partition.selector(
+                    all.tests.iter().map(|t| (&binary, t.name.as_str(), None)),
+                    2,
+                );
                 let (kept, left) = partition_listing(&all, &binary, &selector);
                 assert_eq!(kept.tests.len() + left, 6);
                 if scheme == Scheme::Slice {
