@@ -80,12 +80,35 @@ pub(super) fn spawning<T>(
 ) -> std::io::Result<T> {
     let mut guard = registry();
     let child = spawn()?;
-    let registry = guard.get_or_insert_with(Registry::default);
-    let pid = pid(&child);
-    registry.spawned.insert(pid);
-    // After a wrap-around a new child's pid is lower: the floor follows it down.
-    registry.floor = Some(registry.floor.map_or(pid, |floor| floor.min(pid)));
+    guard
+        .get_or_insert_with(Registry::default)
+        .spawned_child(pid(&child));
     Ok(child)
+}
+
+impl Registry {
+    /// Records child `pid`, just spawned.
+    fn spawned_child(&mut self, pid: u32) {
+        self.spawned.insert(pid);
+        // After a wrap-around a new child's pid is lower: the floor follows it down.
+        self.floor = Some(self.floor.map_or(pid, |floor| floor.min(pid)));
+    }
+
+    /// The lowest pid a unit's sweep reads; `last_pid` is the last pid the kernel handed
+    /// out, where it can be read ([`last_pid`]).
+    fn unit_floor(&mut self, _last_pid: Option<u32>) -> u32 {
+        self.floor.unwrap_or(0)
+    }
+}
+
+/// The last pid handed out in our pid namespace (`/proc/sys/kernel/ns_last_pid`, there
+/// when the kernel has checkpoint/restore support).
+fn last_pid(host: &HostRoot) -> Option<u32> {
+    std::fs::read_to_string(host.path("/proc/sys/kernel/ns_last_pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Forgets child `pid`, which its owner reaped.
@@ -202,7 +225,7 @@ fn sweep_with(host: &HostRoot, var: Option<&str>) -> usize {
     // A unit's sweep looks at processes started since the first spawn; the run's last
     // sweep at every one, so an orphan a wrap-around hid from the floor still goes.
     let floor = match var {
-        Some(_) => registry.floor.unwrap_or(0),
+        Some(_) => registry.unit_floor(last_pid(host)),
         None => 0,
     };
     let mut killed = 0;
@@ -296,5 +319,33 @@ mod tests {
         );
         assert_eq!(environ_var(&host, 14, "CAPPED"), None);
         assert_eq!(environ_var(&host, 11, "CAPPED_EVENTS"), None);
+    }
+
+    #[test]
+    fn after_a_pid_wrap_around_a_units_sweep_reads_every_process() {
+        let spawned = |pids: &[u32]| {
+            let mut registry = Registry::default();
+            for &pid in pids {
+                registry.spawned_child(pid);
+            }
+            registry
+        };
+        // Children at 30000 and 30100: what they start gets higher pids.
+        let mut registry = spawned(&[30_000, 30_100]);
+        assert_eq!(registry.unit_floor(None), 30_000);
+        assert_eq!(registry.unit_floor(Some(30_500)), 30_000);
+        // The kernel's last pid is below the newest child's: pids wrapped since, and what
+        // the child at 30100 started meanwhile (pid 400, say) must still be read, for the
+        // rest of the run.
+        assert_eq!(registry.unit_floor(Some(500)), 0);
+        assert_eq!(registry.unit_floor(Some(30_600)), 0);
+        // Without the kernel's last pid, a child spawned after the wrap tells it: an
+        // orphan started between the wrap and that spawn (pid 400) has a lower pid.
+        let mut registry = spawned(&[30_000, 30_100, 600]);
+        assert_eq!(registry.unit_floor(None), 0);
+        let (_dir, host) = fake_root(&[("/proc/sys/kernel/ns_last_pid", "32715\n")]);
+        assert_eq!(last_pid(&host), Some(32_715));
+        let (_dir, host) = fake_root(&[]);
+        assert_eq!(last_pid(&host), None);
     }
 }
