@@ -19,7 +19,9 @@
 //! A unit's sweep reads only processes whose pid is at least the lowest the runner spawned
 //! (a test's descendants are younger than the runner's first child, until pids wrap
 //! around), so its cost follows what the run started, not the host's process count; the
-//! run's last sweep reads every process.
+//! run's last sweep reads every process. Once pids wrapped around (with the default
+//! `pid_max` of 32768, a run that builds or spawns much can see it), which the kernel's
+//! last pid or a child's lower pid tells, a unit's sweep reads every process too.
 //!
 //! Killing an orphan is safe from pid reuse: it is an unreaped child of the runner, so its
 //! pid (and, when it leads one, its process group id) cannot be handed to anyone else
@@ -62,6 +64,10 @@ struct Registry {
     /// (until pids wrap around) its pid is higher, and a unit's sweep reads no older
     /// process.
     floor: Option<u32>,
+    /// The newest child's pid: a pid handed out later that is lower means pids wrapped.
+    newest: Option<u32>,
+    /// Pids wrapped around since the first spawn: an orphan may have any pid.
+    wrapped: bool,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -90,14 +96,25 @@ impl Registry {
     /// Records child `pid`, just spawned.
     fn spawned_child(&mut self, pid: u32) {
         self.spawned.insert(pid);
-        // After a wrap-around a new child's pid is lower: the floor follows it down.
         self.floor = Some(self.floor.map_or(pid, |floor| floor.min(pid)));
+        // Spawns are made under the lock, so only a wrap-around gives a lower pid; an
+        // orphan started between the wrap and this spawn has a lower one still.
+        self.wrapped |= self.newest.is_some_and(|newest| pid < newest);
+        self.newest = Some(pid);
     }
 
     /// The lowest pid a unit's sweep reads; `last_pid` is the last pid the kernel handed
-    /// out, where it can be read ([`last_pid`]).
-    fn unit_floor(&mut self, _last_pid: Option<u32>) -> u32 {
-        self.floor.unwrap_or(0)
+    /// out, where it can be read ([`last_pid`]). Once pids wrapped around (the kernel's
+    /// last pid, or a child's, below the newest child's), every process, for the rest of
+    /// the run: what a test started may have any pid then.
+    fn unit_floor(&mut self, last_pid: Option<u32>) -> u32 {
+        self.wrapped |=
+            last_pid.is_some_and(|last| self.newest.is_some_and(|newest| last < newest));
+        if self.wrapped {
+            0
+        } else {
+            self.floor.unwrap_or(0)
+        }
     }
 }
 
@@ -222,8 +239,8 @@ fn sweep_with(host: &HostRoot, var: Option<&str>) -> usize {
             .flatten()
             .is_some_and(|stat| stat.ppid == me)
     });
-    // A unit's sweep looks at processes started since the first spawn; the run's last
-    // sweep at every one, so an orphan a wrap-around hid from the floor still goes.
+    // A unit's sweep looks at processes started since the first spawn (every process
+    // once pids wrapped around); the run's last sweep at every one.
     let floor = match var {
         Some(_) => registry.unit_floor(last_pid(host)),
         None => 0,
