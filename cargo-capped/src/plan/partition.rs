@@ -23,7 +23,8 @@
 //!
 //! Every way, partitions `1/N` … `N/N` together cover every test exactly once.
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -188,15 +189,25 @@ impl Partition {
         let mut order: Vec<usize> = (0..tests.len()).collect();
         let time = |i: usize| tests[i].1.unwrap_or(prior);
         order.sort_by(|&a, &b| time(b).cmp(&time(a)).then(tests[a].0.cmp(&tests[b].0)));
-        let width = width.clamp(1, capped_model::units::MAX_COUNT) as usize;
-        let mut loads = vec![Duration::ZERO; self.count.max(1) as usize * width];
+        let width = u64::from(width.clamp(1, capped_model::units::MAX_COUNT));
+        let slots = u64::from(self.count.max(1)) * width;
+        // The slots given a test, by (time so far, slot): the freest and lowest on top.
+        // The others are all empty and only the lowest of them can be next, so there are
+        // never more of them than tests, however many shards and slots.
+        let mut given: BinaryHeap<Reverse<(Duration, u64)>> = BinaryHeap::new();
         let mut mine = HashSet::new();
         for i in order {
-            let slot = (0..loads.len())
-                .min_by_key(|&s| (loads[s], s))
-                .expect("at least one slot");
-            loads[slot] += time(i);
-            if slot / width + 1 == self.index as usize {
+            let empty = (given.len() as u64) < slots;
+            let (load, slot) = match given.peek() {
+                // An empty slot of its own, unless none is left or the freest is empty
+                // too (and lower).
+                Some(Reverse((load, _))) if !empty || load.is_zero() => {
+                    given.pop().expect("peeked").0
+                }
+                _ => (Duration::ZERO, given.len() as u64),
+            };
+            given.push(Reverse((load + time(i), slot)));
+            if slot / width + 1 == u64::from(self.index) {
                 mine.insert(i);
             }
         }
@@ -343,6 +354,81 @@ mod tests {
             slowest(2)
         );
         assert!(slowest(1) > slowest(2), "{:?} {:?}", slowest(1), slowest(2));
+    }
+
+    #[test]
+    fn the_deal_gives_each_test_the_freest_lowest_slot() {
+        // Every slot kept, the freest and lowest taken: what the deal must do.
+        let plain = |partition: &Partition, tests: &[(String, Option<Duration>)], width: u32| {
+            let mut all = HashSet::new();
+            let mut known: Vec<Duration> = tests.iter().filter_map(|(_, d)| *d).collect();
+            known.sort();
+            let prior = known
+                .get(known.len() / 2)
+                .copied()
+                .unwrap_or(Duration::from_millis(1));
+            let time = |i: usize| tests[i].1.unwrap_or(prior);
+            let mut order: Vec<usize> = (0..tests.len()).collect();
+            order.sort_by(|&a, &b| time(b).cmp(&time(a)).then(tests[a].0.cmp(&tests[b].0)));
+            let width = width as usize;
+            let mut loads = vec![Duration::ZERO; partition.count as usize * width];
+            for i in order {
+                let slot = (0..loads.len()).min_by_key(|&s| (loads[s], s)).unwrap();
+                loads[slot] += time(i);
+                if slot / width + 1 == partition.index as usize {
+                    all.insert(i);
+                }
+            }
+            all
+        };
+        // Ties, zero times, unknown times, more slots than tests and fewer.
+        let times = [0, 0, 5, 5, 5, 40, 3, 0, 90, 12, 12, 7, 1, 1, 64, 33, 0, 8];
+        let tests: Vec<(String, Option<Duration>)> = times
+            .iter()
+            .enumerate()
+            .map(|(n, &ms)| {
+                let known = (n % 5 != 4).then(|| Duration::from_millis(ms));
+                (format!("t{:02}", (n * 7) % times.len()), known)
+            })
+            .collect();
+        for count in 1..=4 {
+            for width in 1..=6 {
+                for index in 1..=count {
+                    let partition = Partition {
+                        scheme: Scheme::Time,
+                        index,
+                        count,
+                    };
+                    for n in [0, 1, 3, 8, tests.len()] {
+                        assert_eq!(
+                            partition.deal_by_time(&tests[..n], width),
+                            plain(&partition, &tests[..n], width),
+                            "{partition} at width {width}, {n} tests"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_deal_costs_what_its_tests_do_however_many_slots() {
+        // As many shards as parse, each as wide as a width may be: the deal must not make
+        // room for every slot (2^44 of them here).
+        let tests: Vec<(String, Option<Duration>)> = (0..3u64)
+            .map(|n| (format!("t{n}"), Some(Duration::from_millis(10 * n))))
+            .collect();
+        let first = Partition {
+            scheme: Scheme::Time,
+            index: 1,
+            count: u32::MAX,
+        };
+        let mine = first.deal_by_time(&tests, capped_model::units::MAX_COUNT);
+        assert_eq!(
+            mine.len(),
+            3,
+            "each test to a slot of its own, all in shard 1"
+        );
     }
 
     #[test]
