@@ -144,6 +144,7 @@ impl Plan {
             .test_threads
             .or_else(|| self.config.profile(&self.profile)?.test_threads)
     }
+
     /// Discovers the workspace, reads its config and resolves the profile.
     pub fn new(input: PlanInput) -> Result<Plan> {
         Plan::check_input(&input)?;
@@ -504,6 +505,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!((t2.caps.test_threads(), t2.caps.rayon_threads()), (4, 3));
+    }
+
+    #[test]
+    fn the_fixed_width_never_comes_from_the_host() {
+        // Every job of a matrix deals time shards for it: the command line and the config
+        // decide it, never the CPU count.
+        let width = |config: &str, profile: &str, options: RunOptions| {
+            plan(config, profile, options).unwrap().fixed_width()
+        };
+        let given = |n: u32| RunOptions {
+            test_threads: Some(n),
+            ..RunOptions::default()
+        };
+        let deterministic = RunOptions {
+            deterministic: true,
+            ..RunOptions::default()
+        };
+        assert_eq!(width("", "t2", RunOptions::default()), Some(2));
+        assert_eq!(width("", "t1", RunOptions::default()), Some(1));
+        assert_eq!(width("", "t2", given(5)), Some(5));
+        assert_eq!(width("", "t2", deterministic), Some(1));
+        // A file's t2 without a width keeps the built-in one.
+        let file = "[profile.t2]\nrayon-threads = 3\n[profile.wide]\nrayon-threads = 3\n\
+                    [profile.six]\ntest-threads = 6\n\
+                    [profile.det]\ndeterministic = true\ntest-threads = 8\n";
+        assert_eq!(width(file, "t2", RunOptions::default()), Some(2));
+        // The host's CPU count: none (the deal takes 1).
+        assert_eq!(width(file, "wide", RunOptions::default()), None);
+        assert_eq!(width(file, "wide", given(3)), Some(3));
+        assert_eq!(width(file, "six", RunOptions::default()), Some(6));
+        assert_eq!(width(file, "det", RunOptions::default()), Some(1));
     }
 
     #[test]
