@@ -259,9 +259,7 @@ pub fn processes_mentioning(marker: &str) -> Vec<u32> {
 pub fn capped_in(name: &str) -> Command {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let history = fixtures_target_dir()
-        .join("capped/e2e-histories")
-        .join(format!("{}-{run}.json", std::process::id()));
+    let history = e2e_histories().join(format!("{}-{run}.json", std::process::id()));
     let _ = std::fs::remove_file(&history);
     let mut command = clean_command(cargo_capped(), &fixture(name));
     command
@@ -272,6 +270,29 @@ pub fn capped_in(name: &str) -> Command {
         .env("CAPPED_HISTORY", history)
         .env("RUST_BACKTRACE", "0");
     command
+}
+
+/// Where [`capped_in`]'s runs keep their histories, as `PID-N.json` (`PID` the test
+/// process's). The first call in a test process removes those of test processes that
+/// ended, so they do not pile up over the suite's runs.
+fn e2e_histories() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = fixtures_target_dir().join("capped/e2e-histories");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|name| name.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok());
+            // Another test process that still runs may be using its own.
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        dir
+    })
+    .clone()
 }
 
 /// A fake host for `CAPPED_HOST_ROOT` (test-only): `/proc` and `/sys` files of an `idle`,
