@@ -193,31 +193,27 @@ fn isolate(
     selection: Option<Vec<String>>,
 ) -> Vec<(Listing, Option<Vec<String>>)> {
     let runs_ignored = binary_schedule::runs_ignored(&plan.test_args);
-    let alone: Vec<String> = listing
+    let (alone, rest): (Vec<_>, Vec<_>) = listing
         .tests
         .iter()
-        .filter(|test| (runs_ignored || !test.ignored) && plan.isolates(test, claimed))
-        .map(|test| test.name.clone())
-        .collect();
+        .partition(|test| (runs_ignored || !test.ignored) && plan.isolates(test, claimed));
     if alone.is_empty() {
         return vec![(listing, selection)];
     }
+    // Each made from its test alone: a subset by name would read the whole listing for
+    // every one of them.
     let mut units: Vec<(Listing, Option<Vec<String>>)> = alone
-        .iter()
-        .map(|name| {
-            (
-                subset(&listing, std::slice::from_ref(name)),
-                Some(vec![name.clone()]),
-            )
+        .into_iter()
+        .map(|test| {
+            let one = Listing {
+                tests: vec![test.clone()],
+                harness: listing.harness,
+                logfile: listing.logfile,
+            };
+            (one, Some(vec![test.name.clone()]))
         })
         .collect();
-    let alone_set: HashSet<&str> = alone.iter().map(String::as_str).collect();
-    let rest: Vec<String> = listing
-        .tests
-        .iter()
-        .map(|test| test.name.clone())
-        .filter(|name| !alone_set.contains(name.as_str()))
-        .collect();
+    let rest: Vec<String> = rest.into_iter().map(|test| test.name.clone()).collect();
     if !rest.is_empty() {
         for chunk in binary_schedule::chunk_names(rest, binary_schedule::SELECTION_CHUNK_BYTES) {
             units.push((subset(&listing, &chunk), Some(chunk)));
