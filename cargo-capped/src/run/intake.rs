@@ -50,6 +50,7 @@ pub(super) struct ListingFeed {
     stop: AtomicBool,
 }
 
+/// What the listing workers left, under the feed's lock.
 #[derive(Default)]
 struct Feed {
     /// Listings not taken by the loop yet.
@@ -76,6 +77,7 @@ impl ListingFeed {
         &self.stop
     }
 
+    /// The feed, locked; a poisoned lock is fine, as nothing done under it panics halfway.
     fn lock(&self) -> std::sync::MutexGuard<'_, Feed> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
