@@ -91,6 +91,41 @@ fn without_devices_the_groups_tests_are_skipped_with_the_reason() {
     assert!(records(&scratch.record_file(), "plain-dev").is_empty());
 }
 
+/// A test skipped for want of devices belongs to one partition, as any test does: across
+/// the shards of a matrix each is reported once, and counted once.
+#[test]
+fn skipped_tests_are_reported_by_their_own_partition_only() {
+    let scratch = RunScratch::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for scheme in ["hash", "slice", "time"] {
+        seen.clear();
+        for index in 1..=2 {
+            let partition = format!("{scheme}:{index}/2");
+            // A shard may hold only skipped tests: that is no empty selection to fail on.
+            let output = run(
+                &scratch,
+                "",
+                &["t2", "--no-tests=pass", "--partition", &partition],
+            );
+            assert_eq!(exit_code(&output), 0, "{partition}: {}", describe(&output));
+            for (test, _) in statuses(&output) {
+                *seen.entry(test).or_default() += 1;
+            }
+        }
+        for test in [
+            "gpu_a",
+            "gpu_b",
+            "gpu_c",
+            "gpu_d",
+            "plain_gpu",
+            "light",
+            "plain_light",
+        ] {
+            assert_eq!(seen.get(test), Some(&1), "{scheme}: {test} in {seen:?}");
+        }
+    }
+}
+
 #[test]
 fn require_fails_before_any_test_when_the_group_has_no_devices() {
     let scratch = RunScratch::new();

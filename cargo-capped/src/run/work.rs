@@ -82,10 +82,14 @@ pub(super) fn add_units(
     };
     // Tests of a device-backed group without devices are skipped, with the reason, where
     // the group is known before they run.
+    // Under `--partition` only the partition's own: each is reported by one shard.
     listing.tests.retain(|test| {
         let Some(why) = no_devices(plan, &test.groups, &claimed) else {
             return true;
         };
+        if selector.is_some_and(|selector| !selector.contains(&binary.id, &test.name)) {
+            return false;
+        }
         skipped.push(TestResult {
             binary: binary.id.clone(),
             name: test.name.clone(),
