@@ -219,6 +219,23 @@ fn a_binary_that_peaked_high_waits_for_memory_beside_another() {
     }
 }
 
+/// A scratch dir, its history file and an empty gate dir, after one ungated run of the
+/// listing-gate fixture has taught that history that the opener is the longer binary.
+fn learned_listing_gate() -> (RunScratch, std::path::PathBuf, std::path::PathBuf) {
+    let scratch = RunScratch::new();
+    let history = scratch.path("history.json");
+    let gate = scratch.path("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    let output = capped_json(
+        "listing-gate",
+        &scratch,
+        &["t2"],
+        &[("CAPPED_HISTORY", history.as_os_str())],
+    );
+    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    (scratch, history, gate)
+}
+
 /// With an order known before listing (a history, or a deterministic run's order by
 /// name), the first binaries start while others are still being listed: the `waiter`
 /// binary's listing waits for a gate that only the `opener` binary's test opens. Without
@@ -277,18 +294,7 @@ fn binaries_start_while_others_are_still_listed() {
 /// listing was cut short never ran: that is no failure of its own.
 #[test]
 fn ctrl_c_while_a_binary_is_still_listed_stops_the_run_at_once() {
-    let scratch = RunScratch::new();
-    let history = scratch.path("history.json");
-    let gate = scratch.path("gate");
-    std::fs::create_dir_all(&gate).unwrap();
-    // A first run learns that the opener is the longer binary.
-    let output = capped_json(
-        "listing-gate",
-        &scratch,
-        &["t2"],
-        &[("CAPPED_HISTORY", history.as_os_str())],
-    );
-    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    let (scratch, history, gate) = learned_listing_gate();
 
     // The opener runs with the gate shut, and the waiter's listing waits for it.
     let mut command = capped_in("listing-gate");
@@ -441,17 +447,7 @@ fn long_tests_run_as_processes_of_their_own_once_learned() {
 /// run stops at once, and the waiter only never ran: no `(listing)` failure.
 #[test]
 fn fail_fast_ends_the_listings_still_going() {
-    let scratch = RunScratch::new();
-    let history = scratch.path("history.json");
-    let gate = scratch.path("gate");
-    std::fs::create_dir_all(&gate).unwrap();
-    let output = capped_json(
-        "listing-gate",
-        &scratch,
-        &["t2"],
-        &[("CAPPED_HISTORY", history.as_os_str())],
-    );
-    assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+    let (scratch, history, gate) = learned_listing_gate();
 
     let output = capped_json(
         "listing-gate",

@@ -118,20 +118,17 @@ fn per_test(
     };
     let note = format!("{TESTS} no-op tests; whole command (build fresh) / {TESTS}");
 
+    let isolated_args = strings(&[
+        "capped",
+        "t2",
+        "--no-degrade",
+        "--isolation",
+        "test",
+        "--test",
+        "noop",
+    ]);
     let mut rows = Vec::new();
-    let isolated = per_test_us(
-        capped,
-        &strings(&[
-            "capped",
-            "t2",
-            "--no-degrade",
-            "--isolation",
-            "test",
-            "--test",
-            "noop",
-        ]),
-        "cargo capped t2 --isolation test",
-    )?;
+    let isolated = per_test_us(capped, &isolated_args, "cargo capped t2 --isolation test")?;
     rows.push(noted(
         "isolation: cargo capped t2 --isolation test, per test",
         isolated,
@@ -170,30 +167,23 @@ fn per_test(
         ));
     }
     // The runner's own memory with a unit per test: flat in the number of tests.
-    let output = crate::mixed_suite::cargo_command(
-        capped,
-        &dir,
-        &target,
-        &strings(&[
-            "capped",
-            "t2",
-            "--no-degrade",
-            "--isolation",
-            "test",
-            "--test",
-            "noop",
-            "--message-format",
-            "json",
-        ]),
-    )
-    .stdout(std::process::Stdio::piped())
-    .output()
-    .map_err(|e| format!("isolation: cannot run cargo-capped: {e}"))?;
-    let rss = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|v| v["type"] == "run-finished")
-        .and_then(|v| v["runner_peak_rss"].as_f64())
+    let json_args: Vec<String> = isolated_args
+        .iter()
+        .cloned()
+        .chain(strings(&["--message-format", "json"]))
+        .collect();
+    let output = crate::mixed_suite::cargo_command(capped, &dir, &target, &json_args)
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("isolation: cannot run cargo-capped: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "isolation: cargo capped --isolation test failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let rss = crate::mixed_suite::runner_peak_rss(&output.stdout)
         .ok_or("isolation: no runner_peak_rss in the run's JSON")?;
     rows.push(noted(
         "isolation: the runner's own peak RSS, --isolation test",

@@ -374,6 +374,16 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<(), String> {
     }
 }
 
+/// The runner's own peak RSS in bytes, from the `run-finished` event of a
+/// `--message-format json` run's stdout.
+pub(crate) fn runner_peak_rss(stdout: &[u8]) -> Option<f64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|v| v["type"] == "run-finished")
+        .and_then(|v| v["runner_peak_rss"].as_f64())
+}
+
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -439,12 +449,7 @@ pub fn run(repo: &Path, capped_bin: &Path) -> Result<Vec<serde_json::Value>, Str
         .stdout(Stdio::piped())
         .output()
         .map_err(|e| format!("cannot run cargo-capped: {e}"))?;
-    let rss = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|v| v["type"] == "run-finished")
-        .and_then(|v| v["runner_peak_rss"].as_f64());
-    if let Some(rss) = rss {
+    if let Some(rss) = runner_peak_rss(&output.stdout) {
         rows.push(row(
             "cargo capped t2: the runner's own peak RSS".into(),
             rss / f64::from(1 << 20),

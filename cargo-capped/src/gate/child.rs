@@ -121,6 +121,20 @@ fn group_members(pgid: u32) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// Whether process group `pgid` has no member left (zombies aside) within `grace`.
+fn group_ends_within(pgid: u32, grace: Duration) -> bool {
+    let deadline = Instant::now() + grace;
+    loop {
+        if group_members(pgid).is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Ends what is left in CMD's process group `pgid` (CMD itself exited, unreaped): SIGTERM,
 /// then SIGKILL after [`LEFTOVER_GRACE`] for whatever ignores it.
 fn end_leftovers(pgid: u32, quiet: bool) {
@@ -129,19 +143,12 @@ fn end_leftovers(pgid: u32, quiet: bool) {
         return;
     }
     let _ = process::signal_group(pgid, process::Signal::TERM);
-    let deadline = Instant::now() + LEFTOVER_GRACE;
-    while !group_members(pgid).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let killed = !group_members(pgid).is_empty();
+    let killed = !group_ends_within(pgid, LEFTOVER_GRACE);
     if killed {
         process::kill_group(pgid);
         // Gone before the slot is released (SIGKILL ends a process at once unless it is
         // in uninterruptible sleep, which the grace bounds).
-        let deadline = Instant::now() + LEFTOVER_GRACE;
-        while !group_members(pgid).is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        group_ends_within(pgid, LEFTOVER_GRACE);
     }
     if !quiet {
         eprintln!(
@@ -164,14 +171,9 @@ fn end_leftovers(pgid: u32, quiet: bool) {
 /// Warns when processes CMD started are still running in its group after it exited: they
 /// are no longer covered by the slot.
 fn warn_leftovers(pgid: u32) {
-    let Ok(table) = HostRoot::system().process_table() else {
-        return;
-    };
-    let left: Vec<String> = table
-        .processes()
-        .iter()
-        .filter(|p| p.pgrp == pgid && p.state != 'Z')
-        .map(|p| format!("{} ({})", p.pid, p.comm))
+    let left: Vec<String> = group_members(pgid)
+        .into_iter()
+        .map(|(pid, comm)| format!("{pid} ({comm})"))
         .collect();
     if !left.is_empty() {
         eprintln!(

@@ -299,7 +299,7 @@ impl<'a> Runner<'a> {
                 for test in &self.units[unit].listing.tests {
                     if let Some(median) = history.test(&id, &test.name).and_then(|e| e.median()) {
                         self.learned_times
-                            .insert(format!("{id} {}", test.name), median);
+                            .insert(History::test_key(&id, &test.name), median);
                     }
                 }
             }
@@ -311,15 +311,7 @@ impl<'a> Runner<'a> {
         }
         if intake.early {
             // Longest first, as the order decided at the opening will have them.
-            let work = |unit: usize| -> Duration {
-                self.units[unit]
-                    .listing
-                    .tests
-                    .iter()
-                    .filter_map(|t| self.learned_times.get(&format!("{id} {}", t.name)))
-                    .sum()
-            };
-            parts.sort_by_key(|&unit| std::cmp::Reverse(work(unit)));
+            parts.sort_by_key(|&unit| std::cmp::Reverse(self.learned_work_of(unit)));
             self.order.extend(parts);
         }
         *intake.tests.entry(id).or_default() += skipped.len();
@@ -353,19 +345,14 @@ impl<'a> Runner<'a> {
         let keys: Vec<OrderKey<'_>> = self
             .units
             .iter()
-            .map(|u| OrderKey {
+            .enumerate()
+            .map(|(index, u)| OrderKey {
                 id: &u.binary.id,
                 claimed: !u.claimed.is_empty(),
                 runnable: u.runnable,
-                expected: intake.history.filter(|_| !deterministic).and_then(|h| {
-                    let medians: Vec<Duration> = u
-                        .listing
-                        .tests
-                        .iter()
-                        .filter_map(|t| h.test(&u.binary.id, &t.name)?.median())
-                        .collect();
-                    (!medians.is_empty()).then(|| medians.iter().sum())
-                }),
+                expected: (!deterministic)
+                    .then(|| self.learned_work_of(index))
+                    .flatten(),
             })
             .collect();
         self.order = binary_schedule::order(&keys, intake.mode);

@@ -46,6 +46,8 @@ use super::binary::Unit;
 use super::binary_schedule::{self, SELECTION_CHUNK_BYTES};
 use super::runner::Runner;
 use super::work::subset;
+use crate::events::BinaryId;
+use crate::history::History;
 
 /// How many times the tests of one binary may be split when it starts narrow: at most
 /// `MAX_SPLITS + 1` processes.
@@ -193,11 +195,26 @@ impl Runner<'_> {
         let unit = &self.units[index];
         binary_schedule::runnable(&unit.listing.tests, &self.plan.test_args)
             .into_iter()
-            .map(|test| {
-                self.learned_times
-                    .get(&format!("{} {}", unit.binary.id, test.name))
-                    .copied()
-            })
+            .map(|test| self.learned_time(&unit.binary.id, &test.name))
             .collect()
+    }
+
+    /// What the test history says unit `index`'s tests take together, as far as it knows
+    /// them; `None` when it knows none.
+    pub(super) fn learned_work_of(&self, index: usize) -> Option<std::time::Duration> {
+        let unit = &self.units[index];
+        let known: Vec<std::time::Duration> = unit
+            .listing
+            .tests
+            .iter()
+            .filter_map(|test| self.learned_time(&unit.binary.id, &test.name))
+            .collect();
+        (!known.is_empty()).then(|| known.iter().sum())
+    }
+
+    fn learned_time(&self, binary: &BinaryId, name: &str) -> Option<std::time::Duration> {
+        self.learned_times
+            .get(&History::test_key(binary, name))
+            .copied()
     }
 }
