@@ -87,6 +87,72 @@ fn a_corrupt_history_is_set_aside_and_the_run_goes_on() {
     assert!(show(&history).contains("b_long"), "a new history started");
 }
 
+/// `CAPPED_HISTORY` naming something that is no regular file of the runner's — a symlink
+/// to a file someone cares about, a FIFO nobody writes to — is neither read through, set
+/// aside nor replaced: the run goes on without a history and says so.
+#[test]
+fn a_history_path_that_is_no_regular_file_is_left_as_it_is() {
+    use std::os::unix::fs::FileTypeExt;
+    let scratch = RunScratch::new();
+    let precious = scratch.path("precious.txt");
+    std::fs::write(&precious, "not a history").unwrap();
+    let link = scratch.path("link.json");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    let fifo = scratch.path("fifo.json");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    for history in [&link, &fifo] {
+        let mut command = capped_in("verdicts");
+        command.args(["t2", "--test", "durations", "--message-format", "json"]);
+        scratch.apply(&mut command);
+        let mut child = command
+            .env("CAPPED_HISTORY", history)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Bounded: a runner that opened the FIFO to read would wait for a writer forever.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the run with CAPPED_HISTORY={} hangs", history.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(exit_code(&output), 0, "{}", describe(&output));
+        let said = notices(&output);
+        assert!(said.contains("not a regular file"), "{}", describe(&output));
+        assert_eq!(said.matches("not a regular file").count(), 1, "{said}");
+    }
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(std::fs::read_link(&link).unwrap(), precious);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "not a history");
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let mut left: Vec<String> = std::fs::read_dir(scratch.path(""))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            name.starts_with("link") || name.starts_with("fifo") || name.starts_with("history.json")
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, ["fifo.json", "link.json"]);
+}
+
 #[test]
 fn two_concurrent_runs_both_land_in_the_history() {
     let scratch = RunScratch::new();

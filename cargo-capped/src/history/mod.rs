@@ -8,9 +8,15 @@
 //! * **Bounded.** A test keeps its last [`RUNS_KEPT`] runs; an entry not seen for
 //!   [`FORGET_AFTER_DAYS`] days is dropped, and at most [`MAX_ENTRIES`] entries are kept (the
 //!   most recently seen), so the file cannot grow without bound.
-//! * **Never a failed run.** A file that cannot be read or parsed (corrupt, another schema
-//!   version) is set aside as `history.json.bad` with one warning and the run goes on without
-//!   history. Writing failures are warnings too.
+//! * **Never a failed run.** A file that cannot be parsed (corrupt, another schema
+//!   version, larger than [`MAX_FILE_BYTES`]) is set aside as `history.json.bad` with one
+//!   warning and the run goes on without history. Writing failures are warnings too.
+//! * **Nothing else is touched.** `$CAPPED_HISTORY` may name any path: one that is no
+//!   regular file (a symlink, a FIFO, a device, a directory) or cannot be read is neither
+//!   read through, set aside nor replaced; the run goes on without history. The lock file
+//!   is never truncated and the new file is created fresh, neither through a symlink.
+//! * **Only what a run could measure is learned.** A duration outside `0..=`
+//!   [`MAX_DURATION_MS`] in the file is ignored, so sums over many tests cannot overflow.
 //! * **Concurrent runs merge.** A run records under an exclusive `flock` on
 //!   `history.lock`: it re-reads the file, adds its own runs and writes a new file that
 //!   replaces the old one atomically (`rename`), so two runs ending together both land and a
@@ -18,10 +24,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{BinaryId, TestResult, TestStatus};
@@ -34,6 +42,12 @@ pub const RUNS_KEPT: usize = 10;
 pub const FORGET_AFTER_DAYS: u64 = 30;
 /// The most entries (tests plus binaries) the file keeps.
 pub const MAX_ENTRIES: usize = 50_000;
+/// The longest duration learned, in milliseconds (a week); a longer one was not measured.
+pub const MAX_DURATION_MS: f64 = 7.0 * 86_400e3;
+/// The largest history file read. [`MAX_ENTRIES`] entries of [`RUNS_KEPT`] runs each take
+/// well under this; a larger file no run wrote is set aside unread, so that reading it
+/// cannot take the runner's memory.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// One run of a test or binary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,7 +83,14 @@ impl Entry {
     }
 
     fn quantile(&self, q: f64) -> Option<Duration> {
-        let mut ms: Vec<f64> = self.runs.iter().filter_map(|r| r.duration_ms).collect();
+        // The file is anyone's to edit: a duration no run measured (negative, not finite,
+        // beyond any test's) is not learned, so sums over many tests cannot overflow.
+        let mut ms: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.duration_ms)
+            .filter(|ms| (0.0..=MAX_DURATION_MS).contains(ms))
+            .collect();
         if ms.is_empty() {
             return None;
         }
@@ -148,41 +169,68 @@ impl History {
     }
 
     /// Reads the history at `path`: empty when there is none; a file that cannot be used
-    /// is set aside (`.bad`) and the warning says so.
+    /// is set aside (`.bad`) and the warning says so. A path that is no regular file (a
+    /// symlink, a FIFO, a device, a directory) or cannot be read is left as it is.
     pub fn load(path: &Path) -> (History, Option<String>) {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return (History::empty(), None);
-            }
-            Err(e) => {
-                return (
-                    History::empty(),
-                    Some(format!(
-                        "cannot read the test history {}: {e}; running without it",
-                        path.display()
-                    )),
-                );
-            }
-        };
-        match serde_json::from_str::<History>(&text) {
-            Ok(history) if history.version == VERSION => (history, None),
-            found => {
-                let why = match found {
-                    Ok(history) => format!("it is version {}, not {VERSION}", history.version),
-                    Err(e) => format!("it does not parse ({e})"),
-                };
-                let bad = path.with_extension("json.bad");
-                let _ = std::fs::rename(path, &bad);
-                (
-                    History::empty(),
-                    Some(format!(
-                        "set the test history aside as {}: {why}; a new one starts with this run",
-                        bad.display()
-                    )),
-                )
+        match History::read(path) {
+            Found::Nothing => (History::empty(), None),
+            Found::History(history) => (history, None),
+            Found::SetAside(warning) | Found::LeftAlone(warning) => {
+                (History::empty(), Some(warning))
             }
         }
+    }
+
+    /// What is at `path`, setting aside a regular file that is no history of ours.
+    fn read(path: &Path) -> Found {
+        let unusable = |why: String| {
+            Found::LeftAlone(format!(
+                "cannot use the test history {}: {why}; running without it, and leaving it as it is",
+                path.display()
+            ))
+        };
+        // Never through a symlink (whatever it points to is not ours to set aside or
+        // replace), and without waiting for a FIFO's writer.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+            .open(path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Nothing,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return unusable("it is a symlink, not a regular file".to_string());
+            }
+            Err(e) => return unusable(format!("cannot open it: {e}")),
+        };
+        let size = match file.metadata() {
+            Ok(meta) if meta.file_type().is_file() => meta.len(),
+            Ok(_) => return unusable("it is not a regular file".to_string()),
+            Err(e) => return unusable(format!("cannot inspect it: {e}")),
+        };
+        let why = if size > MAX_FILE_BYTES {
+            format!(
+                "it is larger than any history a run writes ({} > {})",
+                capped_model::units::format_size(size),
+                capped_model::units::format_size(MAX_FILE_BYTES)
+            )
+        } else {
+            let mut bytes = Vec::new();
+            if let Err(e) = file.take(MAX_FILE_BYTES).read_to_end(&mut bytes) {
+                return unusable(format!("cannot read it: {e}"));
+            }
+            match serde_json::from_slice::<History>(&bytes) {
+                Ok(history) if history.version == VERSION => return Found::History(history),
+                Ok(history) => format!("it is version {}, not {VERSION}", history.version),
+                Err(e) => format!("it does not parse ({e})"),
+            }
+        };
+        let bad = path.with_extension("json.bad");
+        let _ = std::fs::rename(path, &bad);
+        Found::SetAside(format!(
+            "set the test history aside as {}: {why}; a new one starts with this run",
+            bad.display()
+        ))
     }
 
     fn empty() -> History {
@@ -236,16 +284,25 @@ impl History {
         self.binaries.retain(|_, e| e.last_at() >= horizon);
         let total = self.tests.len() + self.binaries.len();
         if total > MAX_ENTRIES {
-            let mut seen: Vec<u64> = self
+            // The most recently seen first; one run records all its tests at one instant,
+            // so ties are cut by key, else the bound would not hold.
+            let mut seen: Vec<(u64, bool, String)> = self
                 .tests
-                .values()
-                .chain(self.binaries.values())
-                .map(Entry::last_at)
+                .iter()
+                .map(|(key, e)| (e.last_at(), true, key.clone()))
+                .chain(
+                    self.binaries
+                        .iter()
+                        .map(|(key, e)| (e.last_at(), false, key.clone())),
+                )
                 .collect();
-            seen.sort_unstable_by(|a, b| b.cmp(a));
-            let cutoff = seen[MAX_ENTRIES - 1];
-            self.tests.retain(|_, e| e.last_at() >= cutoff);
-            self.binaries.retain(|_, e| e.last_at() >= cutoff);
+            seen.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.cmp(b)));
+            for (_, test, key) in &seen[MAX_ENTRIES..] {
+                match test {
+                    true => self.tests.remove(key),
+                    false => self.binaries.remove(key),
+                };
+            }
         }
     }
 
@@ -264,18 +321,36 @@ impl History {
             ));
         }
         let write = || -> std::io::Result<Option<String>> {
-            let lock = File::create(dir.join("history.lock"))?;
+            // Opened, never truncated nor followed through a symlink: the name is fixed, and
+            // the dir may be anyone's (`$CAPPED_HISTORY` can name any path).
+            let lock = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+                .open(dir.join("history.lock"))?;
             lock.lock()?;
-            let (mut history, warning) = History::load(path);
+            let (mut history, warning) = match History::read(path) {
+                Found::Nothing => (History::empty(), None),
+                Found::History(history) => (history, None),
+                Found::SetAside(warning) => (History::empty(), Some(warning)),
+                // Not ours to replace.
+                Found::LeftAlone(warning) => return Ok(Some(warning)),
+            };
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             history.add(results, binaries, now);
-            let fresh = dir.join(format!("history.json.{}", std::process::id()));
-            let mut file = File::create(&fresh)?;
-            file.write_all(serde_json::to_string(&history)?.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&fresh, path)?;
+            let (fresh, mut file) = create_fresh(dir)?;
+            let written = file
+                .write_all(serde_json::to_string(&history)?.as_bytes())
+                .and_then(|()| file.sync_all())
+                .and_then(|()| std::fs::rename(&fresh, path));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&fresh);
+                return Err(e);
+            }
             Ok(warning)
         };
         match write() {
@@ -284,6 +359,42 @@ impl History {
                 "cannot write the test history {}: {e}",
                 path.display()
             )),
+        }
+    }
+}
+
+/// What a history path holds.
+enum Found {
+    /// No file: a new history.
+    Nothing,
+    /// A history of this version.
+    History(History),
+    /// A regular file that is no history of this version, renamed to `.bad`; the warning.
+    SetAside(String),
+    /// Something else, or a file that cannot be read: neither set aside nor replaced; the
+    /// warning.
+    LeftAlone(String),
+}
+
+/// A new file in `dir` for the next history, to be renamed over the old one: created, never
+/// opened through a symlink nor over an existing file (the dir may be shared, like `/tmp`).
+fn create_fresh(dir: &Path) -> std::io::Result<(PathBuf, File)> {
+    loop {
+        let fresh = dir.join(format!(
+            "history.json.{}.{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+            .open(&fresh)
+        {
+            Ok(file) => return Ok((fresh, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -406,6 +517,123 @@ mod tests {
         std::fs::write(&path, r#"{"version":99,"tests":{},"binaries":{}}"#).unwrap();
         let (_, warning) = History::load(&path);
         assert!(warning.unwrap().contains("version 99"));
+    }
+
+    /// A history path that is no regular file (a symlink, a FIFO) is only ever read through
+    /// nothing: the run goes on without it, and it is neither set aside nor replaced.
+    #[test]
+    fn a_path_that_is_no_regular_file_is_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("precious.txt");
+        std::fs::write(&precious, "not a history").unwrap();
+        let link = dir.path().join("history.json");
+        std::os::unix::fs::symlink(&precious, &link).unwrap();
+        let (history, warning) = History::load(&link);
+        assert!(history.tests.is_empty());
+        assert!(warning.unwrap().contains("not a regular file"));
+        let warning = History::record(&link, &[result("a", TestStatus::Passed, 5)], &[]);
+        assert!(warning.unwrap().contains("not a regular file"));
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "not a history");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != "precious.txt" && name != "history.json")
+            .filter(|name| name != "history.lock")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        // A FIFO nobody writes to: opening it to read must not wait for a writer.
+        let fifo = dir.path().join("fifo.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        let (done, finished) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let loaded = History::load(&path);
+            let recorded = History::record(&path, &[result("a", TestStatus::Passed, 5)], &[]);
+            let _ = done.send((loaded, recorded));
+        });
+        let ((_, warning), recorded) = finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("reading a FIFO as the history hangs");
+        assert!(warning.unwrap().contains("not a regular file"));
+        assert!(recorded.unwrap().contains("not a regular file"));
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+    }
+
+    /// Durations no run measured (negative, not finite, beyond any test run) are not
+    /// learned: sums and medians over them cannot overflow or panic.
+    #[test]
+    fn durations_no_run_measured_are_not_learned() {
+        let run = |ms: f64| Run {
+            outcome: "passed".into(),
+            duration_ms: Some(ms),
+            peak_rss: None,
+            at: 1,
+        };
+        let mut history = History::empty();
+        for (name, ms) in [
+            ("a", -5.0),
+            ("b", f64::NAN),
+            ("c", 1e300),
+            ("d", 1e22),
+            ("e", 1e22),
+        ] {
+            history.tests.insert(
+                History::test_key(&binary(), name),
+                Entry {
+                    runs: vec![run(ms)],
+                },
+            );
+        }
+        for name in ["a", "b", "c", "d"] {
+            let entry = history.test(&binary(), name).unwrap();
+            assert_eq!(entry.median(), None, "{name}");
+            assert_eq!(entry.p95(), None, "{name}");
+        }
+        assert_eq!(history.binary_work(&binary()), None);
+    }
+
+    /// One run of a suite larger than [`MAX_ENTRIES`] records every test at the same
+    /// instant: the bound still holds.
+    #[test]
+    fn the_entry_bound_holds_when_every_entry_was_seen_at_once() {
+        let mut history = History::empty();
+        let results: Vec<TestResult> = (0..MAX_ENTRIES + 10)
+            .map(|i| result(&format!("t{i}"), TestStatus::Passed, 1))
+            .collect();
+        history.add(&results, &[], 1000);
+        assert_eq!(history.tests.len(), MAX_ENTRIES);
+    }
+
+    /// A file larger than any history a run writes is set aside unread, so it cannot take
+    /// the runner's memory.
+    #[test]
+    fn an_oversized_file_is_set_aside_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.json");
+        File::create(&path)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let (history, warning) = History::load(&path);
+        assert!(history.tests.is_empty());
+        let warning = warning.unwrap();
+        assert!(warning.contains("larger than"), "{warning}");
+        assert!(dir.path().join("history.json.bad").exists());
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub fn run(
             start_width,
             width,
             notices: starting_notices.into_iter().chain(build_notices).collect(),
-            history_warning,
+            history_warning: history_warning.clone(),
         },
     );
     let listing_order = intake.listing_order().to_vec();
@@ -245,7 +245,10 @@ pub fn run(
         }
         let results = runner.results.clone();
         let binaries = std::mem::take(&mut runner.binary_runs);
-        if let Some(message) = crate::history::History::record(&history_path, &results, &binaries) {
+        // A path left as it is says so once, when it is read.
+        if let Some(message) = crate::history::History::record(&history_path, &results, &binaries)
+            && Some(&message) != history_warning.as_ref()
+        {
             runner.emit(RunEvent::Notice { message });
         }
     }
