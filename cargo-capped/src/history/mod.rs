@@ -183,12 +183,7 @@ impl History {
 
     /// What is at `path`, setting aside a regular file that is no history of ours.
     fn read(path: &Path) -> Found {
-        let unusable = |why: String| {
-            Found::LeftAlone(format!(
-                "cannot use the test history {}: {why}; running without it, and leaving it as it is",
-                path.display()
-            ))
-        };
+        let unusable = |why: String| Found::LeftAlone(left_alone(path, &why));
         // Never through a symlink (whatever it points to is not ours to set aside or
         // replace), and without waiting for a FIFO's writer.
         let opened = std::fs::OpenOptions::new()
@@ -199,7 +194,7 @@ impl History {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Nothing,
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-                return unusable("it is a symlink, not a regular file".to_string());
+                return unusable("it is not a regular file".to_string());
             }
             Err(e) => return unusable(format!("cannot open it: {e}")),
         };
@@ -314,6 +309,12 @@ impl History {
         binaries: &[(String, Option<Duration>, Option<u64>)],
     ) -> Option<String> {
         let dir = path.parent()?;
+        // Not even a lock file beside a path that is not ours to replace (`/dev/null`).
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && !meta.file_type().is_file()
+        {
+            return Some(left_alone(path, "it is not a regular file"));
+        }
         if let Err(e) = std::fs::create_dir_all(dir) {
             return Some(format!(
                 "cannot keep test history in {}: {e}",
@@ -361,6 +362,14 @@ impl History {
             )),
         }
     }
+}
+
+/// The warning for a history path left as it is, for `why`.
+fn left_alone(path: &Path, why: &str) -> String {
+    format!(
+        "cannot use the test history {}: {why}; running without it, and leaving it as it is",
+        path.display()
+    )
 }
 
 /// What a history path holds.
@@ -539,7 +548,6 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|name| name != "precious.txt" && name != "history.json")
-            .filter(|name| name != "history.lock")
             .collect();
         assert!(left.is_empty(), "{left:?}");
 
@@ -572,6 +580,7 @@ mod tests {
                 .file_type()
                 .is_fifo()
         );
+        assert!(!dir.path().join("history.lock").exists());
     }
 
     /// Durations no run measured (negative, not finite, beyond any test run) are not
