@@ -48,6 +48,15 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     };
     let code = match dispatch(cli) {
         Ok(code) => code,
+        // A Ctrl-C reaches the children in the runner's own process group too (`cargo
+        // metadata`): what failed then was interrupted, whatever step saw it first.
+        Err(e)
+            if !matches!(e, Error::Interrupted)
+                && run::signals::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            eprintln!("error: {}", Error::Interrupted);
+            Error::Interrupted.exit_code()
+        }
         Err(e) => {
             if !matches!(e, Error::Build(_)) {
                 eprintln!("error: {e}");

@@ -98,3 +98,33 @@ fn list_names_every_test_with_its_binary_and_groups() {
         .expect("the ignored test");
     assert_eq!(ignored["ignored"], true);
 }
+
+/// A Ctrl-C while `cargo metadata` runs reaches it too (it shares the runner's process
+/// group, as under a terminal): the run was interrupted (130), not misused (2).
+#[test]
+fn ctrl_c_while_cargo_metadata_runs_exits_130() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let scratch = RunScratch::new();
+    // A cargo whose `metadata` is the moment of the Ctrl-C: SIGINT to its process group.
+    let fake = scratch.path("cargo");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ncase \"$1\" in metadata) kill -INT 0; exit 1;; esac\nexec \"$REAL_CARGO\" \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = capped_in("tiny");
+    command.arg("t2");
+    scratch.apply(&mut command);
+    let output = command
+        .env("CARGO", &fake)
+        .env("REAL_CARGO", cargo_path())
+        // The terminal's process group, so the SIGINT reaches no one else.
+        .process_group(0)
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&output), 130, "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}
