@@ -295,7 +295,7 @@ fn parse_messages(input: impl std::io::BufRead) -> Messages {
                     .insert(script.package_id.repr.clone(), script);
             }
             Ok(Message::BuildFinished(finished)) => messages.success = finished.success,
-            Ok(Message::TextLine(line)) => eprintln!("{line}"),
+            Ok(Message::TextLine(line)) => say!("{line}"),
             Ok(_) => {}
             Err(_) => break,
         }

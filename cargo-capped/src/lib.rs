@@ -8,6 +8,23 @@
 //! (`cargo capped gate`). Every child process is started, waited for and killed through
 //! [`process`].
 
+/// `eprintln!` that cannot panic: a closed stderr (`2>&1 | head`) is no reason to, and the
+/// exit status still says how things went.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that cannot panic: a reader that went away (`| head`) has what it wanted.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod adapt;
 pub mod build;
 pub mod cli;
@@ -54,12 +71,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             if !matches!(e, Error::Interrupted)
                 && run::signals::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) =>
         {
-            eprintln!("error: {}", Error::Interrupted);
+            say!("error: {}", Error::Interrupted);
             Error::Interrupted.exit_code()
         }
         Err(e) => {
             if !matches!(e, Error::Build(_)) {
-                eprintln!("error: {e}");
+                say!("error: {e}");
             }
             e.exit_code()
         }
@@ -107,7 +124,7 @@ fn show_history(args: &cli::HistoryArgs) -> Result<i32> {
     let path = history::path_in(&workspace.target_dir);
     let (history, warning) = history::History::load(&path);
     if let Some(warning) = warning {
-        eprintln!("warning: {warning}");
+        say!("warning: {warning}");
     }
     let wanted = |key: &str| args.filter.as_deref().is_none_or(|f| key.contains(f));
     let mut shown = 0;
@@ -116,7 +133,7 @@ fn show_history(args: &cli::HistoryArgs) -> Result<i32> {
         let passed = entry.runs.iter().filter(|r| r.outcome == "passed").count();
         let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
         match args.message_format {
-            MessageFormat::Json => println!(
+            MessageFormat::Json => out!(
                 "{}",
                 serde_json::json!({
                     "test": key,
@@ -127,7 +144,7 @@ fn show_history(args: &cli::HistoryArgs) -> Result<i32> {
                     "last": entry.runs.last().map(|r| r.outcome.as_str()),
                 })
             ),
-            MessageFormat::Human => println!(
+            MessageFormat::Human => out!(
                 "{key}: {passed}/{} passed, median {}, p95 {}, last {}",
                 entry.runs.len(),
                 entry
@@ -141,7 +158,7 @@ fn show_history(args: &cli::HistoryArgs) -> Result<i32> {
         }
     }
     if shown == 0 && args.message_format == MessageFormat::Human {
-        eprintln!(
+        say!(
             "no test history{} in {} (it is written by `cargo capped` runs)",
             args.filter
                 .as_deref()
@@ -195,7 +212,7 @@ fn run_tests(profile: &str, args: RunArgs) -> Result<i32> {
             // closed stdout under --message-format json) fails the run: CI reading it would
             // otherwise see a green run with missing results. A test failure's code stands.
             if !e.shown {
-                eprintln!("error: {e}");
+                say!("error: {e}");
             }
             Ok(if summary.exit_code == errors::EXIT_OK {
                 errors::EXIT_INTERNAL
@@ -222,7 +239,7 @@ fn list_binaries(binaries: &[build::TestBinary], output: &cli::OutputArgs) -> Re
     use std::io::Write;
     if !output.quiet {
         for binary in binaries {
-            eprintln!("  Executable {} ({})", binary.id, binary.path.display());
+            say!("  Executable {} ({})", binary.id, binary.path.display());
         }
     }
     if output.message_format == MessageFormat::Json {
@@ -230,7 +247,7 @@ fn list_binaries(binaries: &[build::TestBinary], output: &cli::OutputArgs) -> Re
         for binary in binaries {
             let line = reporter::json::test_binary_line(&binary.id, &binary.path);
             if let Err(e) = writeln!(out, "{line}") {
-                eprintln!("warning: cannot write the binaries: {e}");
+                say!("warning: cannot write the binaries: {e}");
                 break;
             }
         }
@@ -278,7 +295,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
     let (doc, notices) = build::doc_tests(&plan);
     binaries.extend(doc);
     for notice in notices {
-        eprintln!("note: {notice}");
+        say!("note: {notice}");
     }
     let listings = run::list::list_all(
         &binaries,
@@ -298,7 +315,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
         match listing {
             Err(e) => {
                 failed = true;
-                eprintln!("error: {}: {e}", binary.id);
+                say!("error: {}: {e}", binary.id);
             }
             Ok(listing) => match args.message_format {
                 MessageFormat::Json => {
@@ -316,7 +333,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
                             "mem": test.mem,
                             "binary_groups": claimed,
                         });
-                        println!("{line}");
+                        out!("{line}");
                     }
                 }
                 MessageFormat::Human => {
@@ -329,7 +346,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
                     } else if !listing.tests.is_empty() {
                         plain = true;
                     }
-                    println!("{header}:");
+                    out!("{header}:");
                     for test in &listing.tests {
                         let mut line = format!("    {}", test.name);
                         if !test.groups.is_empty() {
@@ -347,7 +364,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
                         if test.ignored {
                             line.push_str(" (ignored)");
                         }
-                        println!("{line}");
+                        out!("{line}");
                     }
                 }
             },
@@ -356,7 +373,7 @@ fn list_tests(args: ListArgs) -> Result<i32> {
     if plain && args.message_format == MessageFormat::Human {
         // A plain libtest binary lists names only: its #[capped] tests declare their groups
         // when they run, so an empty group column there means "not known yet", not "none".
-        println!(
+        out!(
             "note: groups are shown for harness-mode tests and claimed binaries; a #[capped] test \
              in a plain libtest binary declares its groups when it runs"
         );

@@ -138,7 +138,7 @@ pub fn run(args: NextestConfigArgs) -> Result<i32> {
             std::fs::write(path, &text)
                 .map_err(|e| Error::internal(format!("cannot write {}", path.display()), e))?;
             if !args.quiet {
-                eprintln!(
+                say!(
                     "wrote {} ({} test groups, {} overrides); use it as .config/nextest.toml or with `cargo nextest run --config-file {}`",
                     path.display(),
                     groups.len(),

@@ -32,7 +32,7 @@ pub(crate) fn run(
     mut signals: Signals,
     quiet: bool,
 ) -> i32 {
-    let say = |message: &str| eprintln!("capped gate: {message}");
+    let say = |message: &str| say!("capped gate: {message}");
     let Some((program, args)) = command.split_first() else {
         return EXIT_NOT_FOUND;
     };
@@ -151,7 +151,7 @@ fn end_leftovers(pgid: u32, quiet: bool) {
         group_ends_within(pgid, LEFTOVER_GRACE);
     }
     if !quiet {
-        eprintln!(
+        say!(
             "capped gate: ended {} process{} CMD left in its process group after the signal ({}){}",
             left.len(),
             if left.len() == 1 { "" } else { "es" },
@@ -176,7 +176,7 @@ fn warn_leftovers(pgid: u32) {
         .map(|(pid, comm)| format!("{pid} ({comm})"))
         .collect();
     if !left.is_empty() {
-        eprintln!(
+        say!(
             "capped gate: warning: CMD exited but {} process{} it started still run{} in its process group: {}; the slot is released now, they are no longer gated",
             left.len(),
             if left.len() == 1 { "" } else { "es" },

@@ -279,7 +279,7 @@ fn signal_exit(signal: i32) -> i32 {
 
 /// Runs the gate; returns the process exit status (see the module docs).
 pub fn run(args: &GateArgs) -> i32 {
-    let say = |message: &str| eprintln!("capped gate: {message}");
+    let say = |message: &str| say!("capped gate: {message}");
     if let Err(message) = check_group_name(&args.group) {
         say(&format!("error: {message}"));
         return EXIT_USAGE;

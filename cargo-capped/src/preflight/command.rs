@@ -175,7 +175,7 @@ pub fn run(args: &PreflightArgs) -> i32 {
     let (thresholds, _config) = match load_thresholds(&place.root) {
         Ok(found) => found,
         Err(message) => {
-            eprintln!("error: {message}");
+            say!("error: {message}");
             return EXIT_USAGE;
         }
     };
@@ -205,7 +205,7 @@ pub fn run(args: &PreflightArgs) -> i32 {
                     ),
                 );
             }
-            println!("{json}");
+            out!("{json}");
         }
         PreflightFormat::Human => {
             print!("{}", report.render_human(use_color(args.color, &get)));
@@ -220,9 +220,10 @@ pub fn run(args: &PreflightArgs) -> i32 {
                 } else {
                     format!("busy: {}", group.busy.join("; "))
                 };
-                println!(
+                out!(
                     "  devices  group `{}`: {found} ({}); {busy}",
-                    group.group, group.how
+                    group.group,
+                    group.how
                 );
             }
         }
