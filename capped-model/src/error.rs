@@ -68,9 +68,13 @@ impl fmt::Display for Error {
             }
             Error::Arg { arg, message } => write!(f, "argument {arg}: {message}"),
             Error::Config(e) => write!(f, "{e}"),
-            Error::LockDir { path, message } => {
-                write!(f, "lock dir {} is unusable: {message}", path.display())
-            }
+            // The path comes from a flag, a variable or the config: its control characters
+            // must not break the one line of the message.
+            Error::LockDir { path, message } => write!(
+                f,
+                "lock dir {} is unusable: {message}",
+                path.display().to_string().escape_debug()
+            ),
             Error::GroupName(message) => f.write_str(message),
             Error::Io(e) => write!(f, "{e}"),
             Error::Impossible(message) => f.write_str(message),
@@ -113,5 +117,21 @@ impl From<ConfigError> for Error {
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_dir_is_shown_with_its_control_characters_escaped() {
+        let error = Error::LockDir {
+            path: PathBuf::from("/tmp/a\u{1b}[31mred\nb"),
+            message: "cannot create it".to_string(),
+        };
+        let shown = error.to_string();
+        assert!(!shown.contains(['\u{1b}', '\n']), "{shown:?}");
+        assert!(shown.contains("/tmp/a\\u{1b}[31mred\\nb"), "{shown}");
     }
 }

@@ -131,6 +131,17 @@ impl Config {
                     "`lock-dir` cannot be empty; name a directory or leave the key out",
                 ));
             }
+            Some(dir) if dir.get_ref().contains('\0') => {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(dir.span()),
+                    format!(
+                        "`lock-dir` `{}` contains a NUL character, which no path can",
+                        units::shown(dir.get_ref())
+                    ),
+                ));
+            }
             Some(dir) => {
                 let dir = PathBuf::from(dir.into_inner());
                 let root = path.and_then(Path::parent).and_then(Path::parent);
@@ -298,6 +309,14 @@ mod tests {
         let config = Config::parse(Some(path), "lock-dir = \"/var/lib/capped\"").unwrap();
         assert_eq!(config.lock_dir, Some(PathBuf::from("/var/lib/capped")));
         assert!(err("lock-dir = \"\"").contains("`lock-dir` cannot be empty"));
+        // No path can hold a NUL: refused where it is written, not when the dir is made.
+        let message = err("lock-dir = \"/tmp/a\\u0000b\"");
+        assert!(
+            message.contains("ws/.config/capped.toml:1:12:"),
+            "{message}"
+        );
+        assert!(message.contains("NUL"), "{message}");
+        assert!(!message.contains('\0'), "{message:?}");
     }
 
     #[test]
