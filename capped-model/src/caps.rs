@@ -259,7 +259,7 @@ impl CapsOverrides {
             deterministic,
             seed,
             shuffle: flag(get, env::SHUFFLE)?,
-            test_timeout: parsed(get, env::TEST_TIMEOUT, units::parse_duration)?,
+            test_timeout: parsed(get, env::TEST_TIMEOUT, units::parse_timeout)?,
             mem_budget: parsed(get, env::MEM_BUDGET, units::parse_size)?,
             groups,
             lock_dir: Some(lock_dir::default_host_lock_dir(get)),
@@ -768,6 +768,7 @@ mod tests {
             ("CAPPED_SEED", "-1", "whole number"),
             ("CAPPED_DETERMINISTIC", "maybe", "0 or 1"),
             ("CAPPED_TEST_TIMEOUT", "soon", "30s"),
+            ("CAPPED_TEST_TIMEOUT", "0s", "timeout of zero"),
             ("CAPPED_MEM_BUDGET", "lots", "2GiB"),
             ("RAYON_NUM_THREADS", "many", "whole number"),
         ] {

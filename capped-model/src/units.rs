@@ -162,6 +162,18 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
+/// Parses a memory limit: a [`parse_size`] that is not zero, which would kill every test
+/// as it starts.
+pub fn parse_mem_limit(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err(format!(
+            "`{}`: a memory limit must be more than 0 bytes",
+            shown(text)
+        )),
+        bytes => Ok(bytes),
+    }
+}
+
 /// Formats a byte count for people: `300 MiB`, `2.0 GiB`, `512 B`.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -229,6 +241,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = after.trim_start();
     }
     Ok(total)
+}
+
+/// Parses a timeout: a [`parse_duration`] that is not zero, which would end every test
+/// before it starts (a flag, the config and the attribute all refuse it).
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!(
+            "`{}`: a timeout of zero would fail every test before it starts; expected {DURATION_FORM}",
+            shown(text)
+        )),
+        timeout => Ok(timeout),
+    }
 }
 
 fn seconds_to_duration(seconds: f64, text: &str) -> Result<Duration, String> {

@@ -428,7 +428,7 @@ pub struct RunOptions {
     pub shuffle: bool,
     /// Per test binary: SIGTERM to its process group after DUR (e.g. 30s, 5m), SIGKILL 2 s
     /// later; the tests still running are reported as timed out.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Run options")]
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout, help_heading = "Run options")]
     pub timeout: Option<Duration>,
     /// Host lock dir for host-scope groups (default $CAPPED_LOCK_DIR, the config's
     /// `lock-dir`, $XDG_RUNTIME_DIR/capped, /tmp/capped-UID: per user unless an
@@ -561,17 +561,12 @@ impl Color {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    capped_model::units::parse_duration(text)
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    capped_model::units::parse_timeout(text)
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
-    match capped_model::units::parse_size(text)? {
-        0 => Err(format!(
-            "`{text}`: a memory limit must be more than 0 bytes"
-        )),
-        bytes => Ok(bytes),
-    }
+    capped_model::units::parse_mem_limit(text)
 }
 
 /// Checks cargo's `-j N` here, so a bad value is a usage error (exit 2) rather than a build
@@ -800,6 +795,8 @@ mod tests {
     fn bad_usage_is_rejected() {
         assert!(parse(&["cargo-capped", "t2", "--test-threads", "0"]).is_err());
         assert!(parse(&["cargo-capped", "t2", "--timeout", "soon"]).is_err());
+        assert!(parse(&["cargo-capped", "t2", "--timeout", "0s"]).is_err());
+        assert!(parse(&["cargo-capped", "t2", "--mem-limit", "0"]).is_err());
         assert!(
             parse(&[
                 "cargo-capped",

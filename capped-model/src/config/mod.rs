@@ -484,6 +484,20 @@ mod tests {
         assert!(message.contains("30s"), "{message}");
         let message = err("[profile.t2]\nmem-limit = \"lots\"\n");
         assert!(message.contains("2GiB"), "{message}");
+        // Zero would end every test before it starts, as `--timeout 0`, `--mem-limit 0`
+        // and the attribute's `timeout = "0s"` are refused.
+        for (key, zero, expected) in [
+            ("timeout", "0s", "timeout of zero"),
+            ("test-timeout", "0", "timeout of zero"),
+            ("mem-limit", "0MiB", "more than 0 bytes"),
+        ] {
+            let message = err(&format!("[profile.t2]\n{key} = \"{zero}\"\n"));
+            assert!(
+                message.starts_with("ws/.config/capped.toml:2:"),
+                "{message}"
+            );
+            assert!(message.contains(expected), "{key}: {message}");
+        }
         let message = err("[profile.t2]\ntest-threads = 0\n");
         assert!(message.contains("from 1 to 4096"), "{message}");
         let message = err("[profile.t2]\ntest-threads = \"two\"\n");
