@@ -328,3 +328,27 @@ fn a_selection_that_runs_nothing_fails_by_default_as_nextest() {
     let output = run(&["passes"]);
     assert_eq!(exit_code(&output), 0, "{}", describe(&output));
 }
+
+/// A binary whose `--list` prints without end is stopped once it passed any real
+/// listing's size: its listing fails with the reason, and the runner's memory stays
+/// bounded (it never holds more than that), long before the listing's timeout.
+#[test]
+fn a_listing_that_prints_without_end_is_stopped_with_the_runner_bounded() {
+    let scratch = RunScratch::new();
+    let output = capped_json(
+        "listing-gate",
+        &scratch,
+        &["t2", "--test", "waiter"],
+        &[("LISTING_FLOOD", "1".as_ref())],
+    );
+    assert_eq!(exit_code(&output), 100, "{}", describe(&output));
+    let text = all_text(&output);
+    assert!(text.contains("--list` printed more than"), "{text}");
+    let finished = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["type"] == "run-finished")
+        .unwrap_or_else(|| panic!("no run-finished: {}", describe(&output)));
+    let peak = finished["runner_peak_rss"].as_u64().unwrap();
+    assert!(peak < 512 << 20, "the runner peaked at {peak} bytes");
+}

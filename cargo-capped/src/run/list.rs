@@ -6,8 +6,9 @@
 //! its own and dies with the runner ([`crate::process::spawn`]).
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +24,15 @@ use crate::run::signals;
 
 /// How long a binary may take to list its tests.
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most a binary may print on stdout while it lists: far more than any real listing
+/// (a line per test, a harness binary's JSON lines included), so one that prints without
+/// end is stopped rather than read into the runner's memory.
+const MAX_LIST_OUTPUT: u64 = 64 << 20;
+
+/// How much of a listing's stderr is kept for its error message; the rest is read and
+/// dropped.
+const MAX_LIST_STDERR: u64 = 64 << 10;
 
 /// Why a listing failed that the run's interruption cut short (or never started).
 pub const INTERRUPTED: &str = "the run was interrupted";
@@ -186,12 +196,19 @@ fn run_list(
     // Waiting on a thread lets us kill a binary that hangs while listing.
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
+        let _ = sender.send(collect_bounded(child));
     });
     let started = Instant::now();
     let output = loop {
         match receiver.recv_timeout(Duration::from_millis(50)) {
-            Ok(output) => break output.map_err(|e| format!("cannot list: {e}"))?,
+            Ok(Ok(Some(output))) => break output,
+            Ok(Ok(None)) => {
+                return Err(format!(
+                    "`--list` printed more than {} (no listing is that long); killed",
+                    capped_model::units::format_size(MAX_LIST_OUTPUT)
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("cannot list: {e}")),
             Err(_) if started.elapsed() > LIST_TIMEOUT => {
                 process::kill_group(pid);
                 return Err(format!(
@@ -221,4 +238,38 @@ fn run_list(
         ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// What a listing printed, read with bounded memory: its exit status, its stdout, and the
+/// head of its stderr (the rest is read and dropped, so it never waits on a full pipe).
+/// `None` when stdout passed [`MAX_LIST_OUTPUT`]: the binary's group is killed.
+fn collect_bounded(mut child: std::process::Child) -> std::io::Result<Option<Output>> {
+    let pid = child.id();
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let errors = std::thread::spawn(move || {
+        let mut head = Vec::new();
+        let _ = (&mut stderr).take(MAX_LIST_STDERR).read_to_end(&mut head);
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+        head
+    });
+    let mut stdout = Vec::new();
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let read = (&mut out)
+        .take(MAX_LIST_OUTPUT + 1)
+        .read_to_end(&mut stdout);
+    let overflowed = stdout.len() as u64 > MAX_LIST_OUTPUT;
+    if overflowed {
+        // Unreaped (waited for below), so its group id is still its own.
+        process::kill_group(pid);
+        drop(out);
+    }
+    let status = child.wait();
+    let stderr = errors.join().unwrap_or_default();
+    read?;
+    let status = status?;
+    Ok((!overflowed).then_some(Output {
+        status,
+        stdout,
+        stderr,
+    }))
 }
