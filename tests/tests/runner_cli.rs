@@ -129,9 +129,9 @@ fn ctrl_c_while_cargo_metadata_runs_exits_130() {
     assert!(stderr.contains("interrupted"), "{stderr}");
 }
 
-/// A reader that went away (`2>&1 | head`, `list | head`) is no reason to panic: a run
-/// whose human report could not be written ends with 1 (its report is incomplete), a
-/// listing ends as it would have, and neither prints a panic.
+/// A reader that went away (`list | head`) is no reason to panic: a listing ends as it
+/// would have, and prints no panic. (A closed stderr during a run is not tested here:
+/// cargo, which shares the runner's stderr, may fail on it first with its own code.)
 #[test]
 fn a_closed_stderr_or_stdout_is_no_panic() {
     let closed = || {
@@ -139,19 +139,8 @@ fn a_closed_stderr_or_stdout_is_no_panic() {
         drop(reader);
         std::process::Stdio::from(writer)
     };
-    // Built first: cargo itself fails on a closed stderr while it compiles.
     let built = capped_in("tiny").args(["t2", "--no-run"]).output().unwrap();
     assert_eq!(exit_code(&built), 0, "{}", describe(&built));
-    let scratch = RunScratch::new();
-    let mut command = capped_in("tiny");
-    command.arg("t2");
-    scratch.apply(&mut command);
-    let output = command
-        .stdout(std::process::Stdio::null())
-        .stderr(closed())
-        .output()
-        .unwrap();
-    assert_eq!(exit_code(&output), 1, "a closed stderr");
     let output = capped_in("tiny")
         .arg("list")
         .stdout(closed())
