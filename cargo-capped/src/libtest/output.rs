@@ -151,6 +151,9 @@ pub struct OutputParser {
     test_threads: usize,
     listed: Vec<ListedTest>,
     known: HashSet<String>,
+    /// The listed tests that are ignored: asked once per unfinished test when a binary
+    /// ends early, so a set, not a scan of the listing.
+    ignored: HashSet<String>,
     state: State,
     stdout_lines: LineSplitter,
     stderr_lines: LineSplitter,
@@ -230,6 +233,11 @@ impl OutputParser {
             test_threads: test_threads.max(1),
             listed: listed.to_vec(),
             known: listed.iter().map(|t| t.name.clone()).collect(),
+            ignored: listed
+                .iter()
+                .filter(|t| t.ignored)
+                .map(|t| t.name.clone())
+                .collect(),
             state: State::Tests,
             stdout_lines: LineSplitter::default(),
             stderr_lines: LineSplitter::default(),
@@ -469,7 +477,7 @@ impl OutputParser {
     }
 
     fn listed_ignored(&self, name: &str) -> bool {
-        self.listed.iter().any(|t| t.name == name && t.ignored)
+        self.ignored.contains(name)
     }
 
     fn stdout_line(&mut self, line: &str, at: Instant, events: &mut Vec<OutputEvent>) {

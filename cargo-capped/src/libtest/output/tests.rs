@@ -828,3 +828,25 @@ fn capped_harness_output() {
         );
     }
 }
+
+/// A binary of many tests that crashes before any finished leaves each one to judge: in
+/// time linear in their number (a big suite's crash must not keep the runner busy for
+/// minutes), all of them not run but the ones that may have been running.
+#[test]
+fn a_crash_in_a_binary_of_many_tests_is_judged_in_linear_time() {
+    let names: Vec<String> = (0..200_000).map(|i| format!("tests::t{i:06}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let run = run("", &names, 2, signalled(6));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.parsed.all.len(), names.len());
+    assert_eq!(run.status("tests::t000001"), TestStatus::Failed);
+    assert!(matches!(
+        run.status("tests::t199999"),
+        TestStatus::NotRun { .. }
+    ));
+}
